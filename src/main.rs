@@ -1,0 +1,78 @@
+//! The `clicktrail` binary: parse the command line, load config, call into the crates.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "clicktrail",
+    version,
+    about = "High-throughput click and conversion tracking for affiliate networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tracker. Without --config it starts on embedded defaults with a demo.
+    Serve {
+        /// TOML configuration file (SPEC section 9); environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect the write-ahead log of a data directory.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Check every segment and snapshot; exits non-zero on corruption.
+    Verify {
+        /// The data directory (storage.data_dir).
+        dir: PathBuf,
+    },
+    /// Print every record as a JSON line on stdout.
+    Dump {
+        /// The data directory (storage.data_dir).
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config =
+                server::Config::load(config.as_deref()).context("loading configuration")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime
+                .block_on(server::serve(config))
+                .map_err(|e| anyhow::anyhow!(e))
+        }
+        Command::Wal {
+            command: WalCommand::Verify { dir },
+        } => {
+            let summary = engine::inspect::verify(&dir)
+                .with_context(|| format!("verifying {}", dir.display()))?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Wal {
+            command: WalCommand::Dump { dir },
+        } => {
+            let stdout = std::io::stdout();
+            engine::inspect::dump(&dir, &mut stdout.lock())
+                .with_context(|| format!("dumping {}", dir.display()))?;
+            Ok(())
+        }
+    }
+}

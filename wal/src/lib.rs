@@ -1,0 +1,163 @@
+//! A segmented, memory-mapped, checksummed write-ahead log of opaque records.
+//! It knows nothing about clicks or HTTP: it stores and recovers bytes.
+//!
+//! The API below is the contract the engine is written against; keep it stable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Log sequence number: every appended record gets the next one, starting at 1.
+pub type Lsn = u64;
+
+/// When appended records become durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `commit()` syncs before returning: group commit, one sync per batch.
+    Always,
+    /// `commit()` syncs when the last sync is older than this; the owner also calls
+    /// `commit()` when idle for `sync_due_in()`, so a crash loses at most this interval.
+    Interval(Duration),
+    /// Never sync explicitly (the OS writes back when it likes).
+    Never,
+}
+
+/// What recovery does on a checksum failure before the torn tail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Refuse to open: `Error::Corruption { segment, offset }`.
+    #[default]
+    Strict,
+    /// Drop the corrupt record and what cannot be framed after it, and report exactly
+    /// what was dropped in `RecoveryReport::dropped`.
+    Lossy,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub segment_size_bytes: u64,
+    pub max_record_bytes: u32,
+    pub sync: SyncPolicy,
+    pub recovery: RecoveryMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            segment_size_bytes: 64 << 20,
+            max_record_bytes: 1 << 20,
+            sync: SyncPolicy::Always,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("corrupt log: {segment}, offset {offset}: {reason}")]
+    Corruption {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("log I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A sync failed earlier; nothing more can be appended until the process recovers.
+    #[error("log poisoned by an earlier failure: {0}")]
+    Poisoned(String),
+    #[error("record of {len} bytes exceeds the maximum of {max}")]
+    RecordTooLarge { len: usize, max: u32 },
+}
+
+/// One recovered record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub lsn: Lsn,
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+/// A snapshot blob handed to `write_snapshot`; it covers every record with an LSN below `lsn`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub lsn: Lsn,
+    pub data: Vec<u8>,
+}
+
+/// What recovery found and what it dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub torn_tail_bytes: u64,
+    pub torn_tail_records: u64,
+    /// Lossy mode only: (segment, offset, bytes) of each dropped range.
+    pub dropped: Vec<(PathBuf, u64, u64)>,
+}
+
+/// The newest valid snapshot and every record after it, in LSN order.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub snapshot: Option<Snapshot>,
+    pub records: Vec<Record>,
+    pub report: RecoveryReport,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub bytes_appended: u64,
+    pub records_appended: u64,
+    pub syncs: u64,
+    /// Records covered by the most recent sync.
+    pub last_sync_batch_records: u64,
+}
+
+/// The log of one owner (one shard). Single writer: the owner appends a batch, then
+/// calls `commit()` once.
+pub struct Wal {
+    _private: (),
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` on real files, recovering what is there.
+    pub fn open(_dir: &Path, _options: Options) -> Result<(Wal, Recovered), Error> {
+        todo!()
+    }
+
+    /// Appends a record; not durable until a `commit()`/`sync()` covers it.
+    pub fn append(&mut self, _kind: u8, _payload: &[u8]) -> Result<Lsn, Error> {
+        todo!()
+    }
+
+    /// Makes appended records durable as the sync policy says. Under `Always`, every record
+    /// appended before the call is durable when it returns `Ok`.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        todo!()
+    }
+
+    /// Makes every appended record durable now, whatever the policy (shutdown).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        todo!()
+    }
+
+    /// Under `Interval`, how long until an idle owner should call `commit()`; else `None`.
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        todo!()
+    }
+
+    /// The LSN the next append will get.
+    pub fn next_lsn(&self) -> Lsn {
+        todo!()
+    }
+
+    /// Writes a snapshot covering every record below `lsn` atomically, keeps the two
+    /// newest, and deletes segments wholly below `lsn`.
+    pub fn write_snapshot(&mut self, _lsn: Lsn, _data: &[u8]) -> Result<(), Error> {
+        todo!()
+    }
+
+    pub fn stats(&self) -> WalStats {
+        todo!()
+    }
+}
