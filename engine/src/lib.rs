@@ -6,9 +6,11 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod dispatcher;
 pub mod fields;
 pub mod inspect;
 pub mod stats;
+pub mod template;
 pub mod view;
 
 pub use api::*;
