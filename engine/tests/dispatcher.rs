@@ -246,6 +246,29 @@ async fn delivered_on_the_third_attempt_with_the_same_idempotency_key() {
 }
 
 #[tokio::test]
+async fn deliveries_to_one_host_reuse_a_kept_alive_connection() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    for i in 0..5 {
+        h.dispatcher
+            .submit(get(&format!("dlv-{i}"), sink.url("/pb")));
+        assert_eq!(
+            h.report().await.outcome,
+            AttemptOutcome::Delivered { status: 200 }
+        );
+        assert_eq!(
+            sink.next().await.header("idempotency-key"),
+            format!("dlv-{i}")
+        );
+    }
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn final_answers_fail_at_once_and_redirects_are_not_followed() {
     // (what the sink answers, the failed result)
     let cases = [

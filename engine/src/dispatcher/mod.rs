@@ -181,6 +181,7 @@ impl Dispatcher {
             config.allow_private_targets,
             Duration::from_millis(options.connect_timeout_ms),
             Duration::from_millis(config.timeout_ms.max(1)),
+            options.max_in_flight_per_host.max(1),
         );
         let actor = Actor {
             rng: match options.jitter_seed {
@@ -231,13 +232,17 @@ impl Dispatcher {
             self.held_jobs.fetch_sub(1, Ordering::SeqCst);
             return Err(job);
         }
-        self.commands.send(Command::Submit(job)).map_err(|e| {
-            self.held_jobs.fetch_sub(1, Ordering::SeqCst);
-            match e.0 {
-                Command::Submit(job) => job,
-                Command::Shutdown(_) => unreachable!("sent a Submit"),
+        match self.commands.send(Command::Submit(job)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(command)) => {
+                self.held_jobs.fetch_sub(1, Ordering::SeqCst);
+                match command {
+                    Command::Submit(job) => Err(job),
+                    // Not what was sent; nothing to hand back.
+                    Command::Shutdown(_) => Ok(()),
+                }
             }
-        })
+        }
     }
 
     /// Jobs the dispatcher holds now: scheduled, queued or in flight.
