@@ -444,6 +444,20 @@ async fn connection_refused_is_a_retried_connect_error() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn https_to_a_plain_http_server_is_a_retried_tls_error() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    h.dispatcher.submit(get(
+        "dlv-tls",
+        format!("https://127.0.0.1:{}/", sink.addr.port()),
+    ));
+    assert!(retrying("tls")(&h.report().await.outcome));
+    assert_eq!(h.report().await.outcome, failed("tls"));
+    h.stop().await;
+    assert!(sink.drain().is_empty(), "no HTTP request without TLS");
+}
+
 struct Hostile(&'static str);
 
 impl Macros for Hostile {
@@ -754,4 +768,71 @@ async fn the_queue_bound_hands_jobs_back_and_shutdown_refuses_new_work() {
         "scheduled jobs are dropped at shutdown"
     );
     assert_eq!(h.dispatcher.try_submit(future_job.clone()), Err(future_job));
+}
+
+#[tokio::test]
+async fn scheduled_jobs_wait_for_their_time_and_due_ones_go_first() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    let mut later = get("later", sink.url("/later"));
+    later.not_before_ms = NOW_MS + 3_600_000;
+    let mut soon = get("soon", sink.url("/soon"));
+    soon.not_before_ms = NOW_MS + 5;
+    h.dispatcher.submit(later);
+    h.dispatcher.submit(soon);
+    let report = h.report().await;
+    assert_eq!(report.delivery_id, "soon");
+    assert_eq!(sink.next().await.path_and_query, "/soon");
+    assert_eq!(
+        h.dispatcher.held_jobs(),
+        1,
+        "the later job is still scheduled"
+    );
+    assert!(h.stop().await.is_empty());
+    assert!(sink.drain().is_empty());
+}
+
+#[tokio::test]
+async fn thousands_of_jobs_are_each_delivered_exactly_once() {
+    const JOBS: usize = 2_000;
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    for i in 0..JOBS {
+        let mut job = get(&format!("dlv-{i}"), sink.url(&format!("/pb?i={i}")));
+        // Spread over a few milliseconds so the heap, not just the lanes, orders them.
+        job.not_before_ms = NOW_MS + (i % 7) as u64;
+        h.dispatcher.submit(job);
+    }
+    let mut delivered = std::collections::HashSet::new();
+    for _ in 0..JOBS {
+        let report = h.report().await;
+        assert_eq!(report.outcome, AttemptOutcome::Delivered { status: 200 });
+        assert!(delivered.insert(report.delivery_id), "reported twice");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..JOBS {
+        assert!(seen.insert(sink.next().await.header("idempotency-key").to_string()));
+    }
+    assert!(h.stop().await.is_empty());
+    assert!(sink.drain().is_empty(), "no request beyond one per job");
+    let opened = sink.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 8, "{opened} connections; per-host bound is 8");
+}
+
+#[tokio::test]
+async fn tens_of_thousands_of_pending_retries_are_held_cheaply_and_dropped_at_shutdown() {
+    let h = start(true, 5_000, options(&[1]));
+    for i in 0..50_000u64 {
+        let mut job = get(
+            &format!("dlv-{i}"),
+            format!("http://h{}.example/pb", i % 100),
+        );
+        job.attempts_made = 3;
+        job.not_before_ms = NOW_MS + 3_600_000 + i;
+        h.dispatcher.submit(job);
+    }
+    assert_eq!(h.dispatcher.held_jobs(), 50_000);
+    let dispatcher = h.dispatcher.clone();
+    assert!(h.stop().await.is_empty(), "none was due");
+    assert_eq!(dispatcher.held_jobs(), 0);
 }

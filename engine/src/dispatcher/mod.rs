@@ -353,8 +353,19 @@ impl Actor {
             }
             self.start_attempts();
         };
+        // Whatever raced the shutdown into the channel is dropped (and un-counted) too.
+        commands.close();
+        let mut acks: Vec<_> = ack.into_iter().collect();
+        let mut dropped = 0;
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                Command::Submit(_) => dropped += 1,
+                Command::Shutdown(ack) => acks.push(ack),
+            }
+        }
+        self.forget(dropped);
         self.stop().await;
-        if let Some(ack) = ack {
+        for ack in acks {
             let _ = ack.send(());
         }
     }
