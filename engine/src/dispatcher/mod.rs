@@ -114,7 +114,9 @@ pub struct DispatchOptions {
     pub max_in_flight: usize,
     pub max_in_flight_per_host: usize,
     pub max_queued_jobs: usize,
-    /// Upper bound on the delay a `Retry-After` answer can impose.
+    /// Upper bound on the delay a `Retry-After` answer (to a 429 or 503, in seconds) can
+    /// impose: the retry waits for the longer of the schedule's delay and the delay the
+    /// target asked for, capped at this.
     pub retry_after_max_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Seeds the retry jitter; `None` seeds from the OS.
@@ -478,6 +480,11 @@ impl Actor {
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
             };
+            if lane.in_flight >= self.max_in_flight_per_host {
+                // Not reachable by the ready-list invariant; the bound holds regardless.
+                lane.is_ready = false;
+                continue;
+            }
             let Some(job) = lane.queue.pop_front() else {
                 lane.is_ready = false;
                 continue;
