@@ -145,6 +145,21 @@ pub async fn serve(mut config: Config) -> anyhow_free::Result<()> {
             )
         })?;
     }
+    // Bind first: a port already in use fails before recovery, and on embedded defaults
+    // the demo's links need the real port when the listen port is 0.
+    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let admin_listener = if config.admin.listen.is_empty() {
+        None
+    } else {
+        Some(tokio::net::TcpListener::bind(&config.admin.listen).await?)
+    };
+    let local = listener.local_addr()?;
+    if config.embedded_defaults && config.server.public_url == "http://localhost:0" {
+        config.server.public_url = format!("http://localhost:{}", local.port());
+        let (campaigns, affiliates) = demo::catalog(&config.server.public_url);
+        config.campaigns = campaigns;
+        config.affiliates = affiliates;
+    }
     let engine_config = engine::EngineConfig {
         storage: config.storage.clone(),
         dispatch: config.dispatch.clone(),
@@ -162,13 +177,7 @@ pub async fn serve(mut config: Config) -> anyhow_free::Result<()> {
         recovery_ms = started.elapsed().as_millis() as u64,
         "engine recovered"
     );
-    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
-    let admin_listener = if config.admin.listen.is_empty() {
-        None
-    } else {
-        Some(tokio::net::TcpListener::bind(&config.admin.listen).await?)
-    };
-    tracing::info!(listen = %listener.local_addr()?, "clicktrail listening");
+    tracing::info!(listen = %local, "clicktrail listening");
     if let Some(admin) = &admin_listener {
         tracing::info!(listen = %admin.local_addr()?, "admin API listening");
     }

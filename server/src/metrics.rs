@@ -14,6 +14,8 @@ pub const LATENCY: &str = "clicktrail_http_request_duration_seconds";
 pub const CLICK_REJECTIONS: &str = "clicktrail_click_rejections_total";
 /// Browser pixels and impressions answered with the harmless default, by reason.
 pub const PIXEL_ERRORS: &str = "clicktrail_pixel_errors_total";
+/// Requests being answered right now.
+pub const IN_FLIGHT: &str = "clicktrail_http_requests_in_flight";
 /// Connections currently served.
 pub const CONNECTIONS: &str = "clicktrail_http_connections";
 
@@ -51,6 +53,7 @@ fn describe() {
     metrics::describe_counter!(CLICK_REJECTIONS, "clicks sent to the fallback, by reason");
     metrics::describe_counter!(PIXEL_ERRORS, "bad pixel and impression requests, by reason");
     metrics::describe_gauge!(CONNECTIONS, "open HTTP connections");
+    metrics::describe_gauge!(IN_FLIGHT, "HTTP requests being answered");
 }
 
 /// The Prometheus text exposition of every metric in the process.
@@ -94,5 +97,22 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Counts a request in [`IN_FLIGHT`] for as long as it lives, including when the client
+/// goes away and the request's future is dropped half-way.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
     }
 }

@@ -90,7 +90,9 @@ where
 {
     let started = Instant::now();
     let route = route_label(request.uri().path());
+    let in_flight = metrics::InFlight::start();
     let answer = dispatch(app, surface, request, peer).await;
+    drop(in_flight);
     metrics::record_request(route, answer.status().as_u16(), started.elapsed());
     answer
 }
