@@ -39,9 +39,11 @@ const MAX_REQUESTS: u64 = 1_000_000_000;
 const MAX_DURATION_SECS: u64 = 24 * 3600;
 /// More in-flight requests than this measures the client, not the server.
 const MAX_CONCURRENCY: usize = 4096;
-/// Clicks checked one by one through the admin API after the run (the converting ones
-/// first); beyond this the check would take longer than the load itself.
-const MAX_VERIFIED_CLICKS: usize = 200_000;
+/// Converting clicks kept for the check through the admin API after the run; beyond this
+/// the check would take longer than the load itself (and memory would grow with the run).
+const MAX_CHECKED_CONVERSIONS: usize = 200_000;
+/// Clicks without a conversion kept for the same check (they must stay without one).
+const MAX_CHECKED_PLAIN_CLICKS: usize = 50_000;
 /// Body bytes quoted when an answer is not the expected one.
 const QUOTED_BODY_BYTES: usize = 200;
 
@@ -238,6 +240,8 @@ struct Shared {
     next_visitor: AtomicU64,
     answered: AtomicU64,
     errors: AtomicU64,
+    kept_conversions: AtomicUsize,
+    kept_plain_clicks: AtomicUsize,
 }
 
 async fn run_load(args: Args, mix: Mix) -> anyhow::Result<()> {
@@ -312,6 +316,8 @@ async fn run_load(args: Args, mix: Mix) -> anyhow::Result<()> {
         next_visitor: AtomicU64::new(0),
         answered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        kept_conversions: AtomicUsize::new(0),
+        kept_plain_clicks: AtomicUsize::new(0),
     });
 
     let progress = tokio::spawn(report_progress(shared.clone(), start));
@@ -374,21 +380,23 @@ async fn worker(shared: Arc<Shared>) -> Output {
     }
 }
 
-/// What a visitor's browser holds between its requests.
+/// What a visitor's browser holds between its requests, and the clicks it made.
 #[derive(Default)]
 struct Visit {
     cookie: Option<String>,
-    /// Index in the ledger's clicks of the visitor's latest click.
-    latest_click: Option<usize>,
+    /// The visitor's tracked clicks, latest last.
+    clicks: Vec<SentClick>,
 }
 
 /// Runs one visitor's journey; false once the budget is spent. A step whose answer is
 /// wrong ends the journey (the ledger keeps what is known).
 async fn run_journey(shared: &Shared, journey: &Journey, out: &mut Output) -> bool {
     let mut visit = Visit::default();
+    let mut more = true;
     for step in &journey.steps {
         if !shared.budget.acquire().await {
-            return false;
+            more = false;
+            break;
         }
         let ok = match *step {
             Step::Impression => impression(shared, journey, out).await,
@@ -398,14 +406,28 @@ async fn run_journey(shared: &Shared, journey: &Journey, out: &mut Output) -> bo
                 ..
             } => afid_post(shared, journey, out).await,
             Step::Convert { method, repeat } => {
-                convert(shared, journey, &visit, method, repeat, out).await
+                convert(shared, journey, &mut visit, method, repeat, out).await
             }
         };
         if !ok {
             break;
         }
     }
-    true
+    for click in visit.clicks {
+        keep_for_check(shared, &mut out.ledger, click);
+    }
+    more
+}
+
+/// Keeps `click` for the admin API check while under the bounds.
+fn keep_for_check(shared: &Shared, ledger: &mut Ledger, click: SentClick) {
+    let (kept, bound) = match click.conversion {
+        Some(_) => (&shared.kept_conversions, MAX_CHECKED_CONVERSIONS),
+        None => (&shared.kept_plain_clicks, MAX_CHECKED_PLAIN_CLICKS),
+    };
+    if kept.fetch_add(1, Relaxed) < bound {
+        ledger.clicks.push(click);
+    }
 }
 
 fn browser_headers(
@@ -545,12 +567,11 @@ async fn click(shared: &Shared, journey: &Journey, visit: &mut Visit, out: &mut 
     let counters = &mut out.ledger.counters;
     counters.clicks += 1;
     // Unique unless this visitor (cookie or fingerprint) clicked before.
-    if visit.latest_click.is_none() {
+    if visit.clicks.is_empty() {
         counters.unique_clicks += 1;
     }
-    visit.latest_click = Some(out.ledger.clicks.len());
     visit.cookie = Some(click_id.clone());
-    out.ledger.clicks.push(SentClick {
+    visit.clicks.push(SentClick {
         click_id,
         conversion: None,
     });
@@ -647,15 +668,15 @@ async fn afid_post(shared: &Shared, journey: &Journey, out: &mut Output) -> bool
 async fn convert(
     shared: &Shared,
     journey: &Journey,
-    visit: &Visit,
+    visit: &mut Visit,
     method: Method,
     repeat: bool,
     out: &mut Output,
 ) -> bool {
-    let Some(index) = visit.latest_click else {
+    let Some(latest) = visit.clicks.last() else {
         return false; // The click was not tracked; the journey already failed.
     };
-    let click_id = out.ledger.clicks[index].click_id.clone();
+    let click_id = latest.click_id.clone();
     let order = merchant_ref(shared, journey);
     let facts = &shared.facts;
     let sent = if repeat { 2 } else { 1 };
@@ -671,7 +692,7 @@ async fn convert(
         else {
             return false;
         };
-        let original = out.ledger.clicks[index]
+        let original = latest
             .conversion
             .as_ref()
             .and_then(|c| c.conversion_id.clone());
@@ -742,7 +763,10 @@ async fn convert(
     let added = u64::from(counted_now - counted_before);
     out.ledger.counters.conversions += added;
     out.ledger.counters.approved += added;
-    out.ledger.clicks[index].conversion = Some(ExpectedConversion {
+    let Some(latest) = visit.clicks.last_mut() else {
+        return false;
+    };
+    latest.conversion = Some(ExpectedConversion {
         method,
         conversion_id,
         sent,
@@ -758,7 +782,6 @@ fn print_routes(routes: &[RouteStats; 5], elapsed: Duration) {
         "{:<24} {:>10} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
         "route", "answers", "req/s", "errors", "wrong", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
-    let ms = |us: u64| us as f64 / 1000.0;
     let mut all = RouteStats::default();
     for route in Route::ALL {
         let stats = &routes[route.index()];
@@ -785,7 +808,6 @@ fn print_routes(routes: &[RouteStats; 5], elapsed: Duration) {
             ms(h.max_us())
         );
     }
-    let _ = ms;
 }
 
 /// The admin API, for the checks.
@@ -857,8 +879,8 @@ async fn check_clicks(
     mut clicks: Vec<SentClick>,
     concurrency: usize,
 ) -> ClickChecks {
+    // Converting clicks first, so an interrupted check has looked at those.
     clicks.sort_by_key(|c| c.conversion.is_none());
-    clicks.truncate(MAX_VERIFIED_CLICKS);
     let clicks = Arc::new(clicks);
     let next = Arc::new(AtomicUsize::new(0));
     let admin = Arc::new(Admin {
@@ -944,7 +966,7 @@ async fn check(
     let after = admin
         .counters(shared.campaign_id, shared.affiliate_id)
         .await?;
-    let total_clicks = ledger.clicks.len();
+    let total_clicks = ledger.counters.clicks;
     let clicks = std::mem::take(&mut ledger.clicks);
     let checks = check_clicks(admin, clicks, concurrency).await;
     for (method, tally) in checks.tallies {
