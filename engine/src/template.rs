@@ -2,7 +2,21 @@
 //! `[=Name=]`. Names match case-insensitively and through the alias table in `fields`
 //! (`{ClickID}`, `[=AFID=]`, `[=SID=]` = sid1). Values are URL-encoded into URLs and
 //! HTML-escaped into HTML; an unknown macro is left as it is.
+//!
+//! Resolution of one macro name, in order:
+//! 1. A request flag (`type`, `token`, `C`, `R`, `T`) is never a macro: it is left as it is,
+//!    so a template can never leak the postback token.
+//! 2. A field name or alias resolves to the field's canonical name (`fields::canonical_name`);
+//!    a field without a value (no sid3 on this click) expands to the empty string, which is
+//!    what an operator expects from `&s3={sid3}`.
+//! 3. Any other name is an extra, asked for by its lower-case name; an extra the click does
+//!    not carry is an unknown macro and is left as it is.
+//!
+//! Expansion is one pass over the template with no allocation besides the output (names are
+//! lower-cased on the stack): the click path calls [`expand_url`] once per click.
 
+use crate::fields::{self, Field};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::borrow::Cow;
 
 /// Supplies macro values by canonical name (`click_id`, `sid1`, `payout`, ...; see
@@ -11,19 +25,190 @@ pub trait Macros {
     fn value(&self, canonical_name: &str) -> Option<Cow<'_, str>>;
 }
 
+/// The longest macro name recognised. The longest alias (`merchantreferenceid`) has 19
+/// bytes; 64 leaves room for descriptive extra names while keeping the lower-cased copy on
+/// the stack. A longer `{...}` is not a macro and stays as it is.
+pub const MAX_MACRO_NAME_BYTES: usize = 64;
+
+/// Everything but RFC 3986 "unreserved" characters is percent-encoded, so a value can never
+/// carry a `&`, `=`, `#`, `/`, `?`, `@`, `:`, `%`, space or non-ASCII byte into the URL: it
+/// stays inside the one component the template put it in.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Expands a URL template; every substituted value is percent-encoded so it cannot add
 /// parameters, fragments or path segments, or change the host.
-pub fn expand_url(_template: &str, _macros: &dyn Macros) -> String {
-    todo!()
+pub fn expand_url(template: &str, macros: &dyn Macros) -> String {
+    expand(template, macros, |out, value| {
+        if !value.is_empty() && value.bytes().all(|b| b == b'.') {
+            // `.` and `..` alone would be dot-segments that walk up the target's path.
+            for _ in 0..value.len() {
+                out.push_str("%2E");
+            }
+        } else {
+            out.extend(utf8_percent_encode(value, URL_VALUE));
+        }
+    })
 }
 
 /// Expands an HTML/script template; every substituted value is HTML-escaped.
-pub fn expand_html(_template: &str, _macros: &dyn Macros) -> String {
-    todo!()
+pub fn expand_html(template: &str, macros: &dyn Macros) -> String {
+    expand(template, macros, escape_html_into)
 }
 
 /// Checks a URL template when it is saved: with every macro replaced by a sample value the
 /// result must parse as an absolute http(s) URL whose host does not come from a macro.
-pub fn validate_url_template(_template: &str) -> Result<(), String> {
-    todo!()
+pub fn validate_url_template(template: &str) -> Result<(), String> {
+    let scheme_len = if starts_with_ignore_case(template, "https://") {
+        "https://".len()
+    } else if starts_with_ignore_case(template, "http://") {
+        "http://".len()
+    } else {
+        return Err("the URL must start with http:// or https://".to_string());
+    };
+    let rest = &template[scheme_len..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    if authority.is_empty() {
+        return Err("the URL has no host".to_string());
+    }
+    if authority.contains(['{', '}']) || authority.contains("[=") || authority.contains("=]") {
+        return Err("a macro may not appear in the host or port of the URL".to_string());
+    }
+    if authority.contains('@') {
+        return Err("the URL may not carry user information (user@host)".to_string());
+    }
+    // Every macro, known or not, becomes a harmless sample value; what is left must be a URL
+    // the dispatcher's HTTP client accepts.
+    let sample = expand(template, &SampleValues, |out, value| out.push_str(value));
+    let uri: hyper::Uri = sample
+        .parse()
+        .map_err(|e| format!("not a valid URL once macros are filled in: {e}"))?;
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+        _ => return Err("the URL must start with http:// or https://".to_string()),
+    }
+    // `hyper::Uri` silently ignores a port that is not a u16; the dispatcher must not.
+    let after_host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => authority.find(':').map_or("", |i| &authority[i..]),
+    };
+    if let Some(port) = after_host.strip_prefix(':') {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(format!(
+                "the URL's port {port:?} is not between 1 and 65535"
+            ));
+        }
+    } else if !after_host.is_empty() {
+        return Err("not a valid URL: unexpected text after the host".to_string());
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(()),
+        _ => Err("the URL has no host".to_string()),
+    }
+}
+
+/// Fills every macro, including unknown ones, with a sample value for validation.
+struct SampleValues;
+
+impl Macros for SampleValues {
+    fn value(&self, _canonical_name: &str) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed("x1"))
+    }
+}
+
+/// The one expansion loop; `write_value` encodes a value into the output.
+fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String, &str)) -> String {
+    // Most values are short ids; a little headroom avoids a regrowth on typical templates.
+    let mut out = String::with_capacity(template.len() + 64);
+    let bytes = template.as_bytes();
+    let mut copied_to = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let found = match bytes[i] {
+            b'{' => macro_at(template, i + 1, "}"),
+            b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, "=]"),
+            _ => None,
+        };
+        let Some((name, end)) = found else {
+            i += 1;
+            continue;
+        };
+        if let Some(value) = resolve(name, macros) {
+            out.push_str(&template[copied_to..i]);
+            write_value(&mut out, &value);
+            copied_to = end;
+        }
+        i = end;
+    }
+    out.push_str(&template[copied_to..]);
+    out
+}
+
+/// A macro name starting at `start` and closed by `close`: `(name, index after close)`.
+fn macro_at<'t>(template: &'t str, start: usize, close: &str) -> Option<(&'t str, usize)> {
+    let rest = template.as_bytes().get(start..)?;
+    let len = rest
+        .iter()
+        .take(MAX_MACRO_NAME_BYTES + 1)
+        .position(|&b| !is_name_byte(b))?;
+    if len == 0 || len > MAX_MACRO_NAME_BYTES || !rest[len..].starts_with(close.as_bytes()) {
+        return None;
+    }
+    Some((&template[start..start + len], start + len + close.len()))
+}
+
+/// Bytes a macro name may contain: enough for every alias and for extras such as
+/// `utm_source` or `gclid`; never a URL delimiter.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
+}
+
+/// The value of one macro; `None` leaves the macro text in place.
+fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<Cow<'m, str>> {
+    match fields::lookup(name) {
+        Some(
+            Field::PixelType
+            | Field::Token
+            | Field::CookieFlag
+            | Field::RedirectFlag
+            | Field::TrackFlag,
+        ) => None,
+        Some(field) => Some(
+            macros
+                .value(fields::canonical_name(field))
+                .unwrap_or(Cow::Borrowed("")),
+        ),
+        None => {
+            let mut buf = [0u8; MAX_MACRO_NAME_BYTES];
+            let lower = &mut buf[..name.len()];
+            lower.copy_from_slice(name.as_bytes());
+            lower.make_ascii_lowercase();
+            // Names are ASCII by construction (`is_name_byte`), so this cannot fail.
+            let lower = std::str::from_utf8(lower).ok()?;
+            macros.value(lower)
+        }
+    }
+}
+
+fn escape_html_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            '`' => out.push_str("&#x60;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
