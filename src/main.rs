@@ -1,5 +1,7 @@
 //! The `clicktrail` binary: parse the command line, load config, call into the crates.
 
+mod loadgen;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Drive a running clicktrail with a seeded, realistic mix and check what it recorded.
+    Loadgen(loadgen::Args),
     /// Inspect the write-ahead log of a data directory.
     Wal {
         #[command(subcommand)]
@@ -46,6 +50,16 @@ enum WalCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG overrides the default level. Request values are escaped
+    // by the server before they reach a log line.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match cli.command {
         Command::Serve { config } => {
             let config =
@@ -58,6 +72,7 @@ fn main() -> anyhow::Result<()> {
                 .block_on(server::serve(config))
                 .map_err(|e| anyhow::anyhow!(e))
         }
+        Command::Loadgen(args) => loadgen::run(args),
         Command::Wal {
             command: WalCommand::Verify { dir },
         } => {

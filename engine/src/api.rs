@@ -86,7 +86,7 @@ pub struct ImpressionRequest {
 }
 
 /// How the conversion was sent: browser pixel flavours or a server post.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PixelType {
     #[default]

@@ -212,7 +212,16 @@ pub struct StorageConfig {
     pub shards: usize,
     pub sync: SyncMode,
     pub sync_interval_ms: u64,
+    /// Size of each preallocated log segment. Smaller segments let snapshots free disk
+    /// sooner; larger ones rotate less often.
+    pub segment_size_bytes: u64,
+    /// Records a shard appends between snapshots. A snapshot bounds recovery time and lets
+    /// old segments and expired clicks go.
+    pub snapshot_every_records: u64,
 }
+
+/// Smallest accepted `segment_size_bytes`: a segment must hold the largest record.
+pub const MIN_SEGMENT_BYTES: u64 = 2 << 20;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -221,6 +230,8 @@ impl Default for StorageConfig {
             shards: 0,
             sync: SyncMode::Always,
             sync_interval_ms: 5,
+            segment_size_bytes: 64 << 20,
+            snapshot_every_records: 1_000_000,
         }
     }
 }

@@ -4,11 +4,20 @@
 //! server hands it [`api`] requests and turns the outcomes into answers.
 
 pub mod api;
+mod catalog;
 pub mod clock;
+pub mod codec;
 pub mod config;
+mod delivery;
 pub mod dispatcher;
 pub mod fields;
+pub mod fingerprint;
+pub mod ids;
 pub mod inspect;
+pub mod layout;
+pub mod money;
+mod recovery;
+mod shard;
 pub mod stats;
 pub mod template;
 pub mod view;
@@ -18,7 +27,18 @@ pub use clock::{Clock, Day, ManualClock, SystemClock};
 pub use config::*;
 pub use view::*;
 
-use std::sync::Arc;
+use crate::catalog::{Catalog, ControlLog};
+use crate::codec::{CatalogKind, ClickRec, ImpressionRec};
+use crate::dispatcher::Dispatcher;
+use crate::fingerprint::FingerprintKey;
+use crate::ids::{pair_route_key, shard_of, DeliveryId, Id};
+use crate::shard::{Cmd, ConvInput, ConvReply, ConversionFilter, How, ShardActor, Shared};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::catalog::{
+    MAX_CATALOG_ENTRIES, MAX_COOKIE_LIFE_DAYS, MAX_PIXELS_PER_AFFILIATE, MAX_WEBHOOKS,
+};
 
 /// Everything the engine needs to start: storage, dispatch, and the catalog seeded from
 /// the config file.
@@ -55,116 +75,872 @@ pub struct Health {
     pub fault: Option<String>,
 }
 
+/// Default page size of `conversions` and `deliveries`.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest page of `conversions` and `deliveries`: bounds one answer's memory.
+pub const MAX_PAGE: usize = 1000;
+/// Cookies looked at per conversion: a browser sends one per campaign it clicked, and a
+/// forged request must not make the engine visit every shard many times.
+pub const MAX_COOKIES: usize = 16;
+
 /// A cheap-to-clone handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
-    _inner: Arc<()>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Arc<Vec<mpsc::Sender<Cmd>>>,
+    shared: Arc<Shared>,
+    control: Arc<Mutex<ControlLog>>,
+    dispatcher: Dispatcher,
+    key: FingerprintKey,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    shut_down: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    /// Dropping the last handle without `shutdown` is a crash as far as the logs are
+    /// concerned (no final sync); the actors stop once their mailboxes close, and are
+    /// joined so the data directory can be reopened at once.
+    fn drop(&mut self) {
+        self.shards = Arc::new(Vec::new());
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wal_options(storage: &StorageConfig) -> wal::Options {
+    wal::Options {
+        segment_size_bytes: storage.segment_size_bytes,
+        sync: match storage.sync {
+            SyncMode::Always => wal::SyncPolicy::Always,
+            SyncMode::Interval => wal::SyncPolicy::Interval(std::time::Duration::from_millis(
+                storage.sync_interval_ms,
+            )),
+            SyncMode::Never => wal::SyncPolicy::Never,
+        },
+        ..wal::Options::default()
+    }
+}
+
+/// Cuts a value to [`MAX_VALUE_BYTES`] at a character boundary. The server refuses longer
+/// values already; the engine does not trust that.
+fn bound(mut value: String) -> String {
+    if value.len() > MAX_VALUE_BYTES {
+        let mut end = MAX_VALUE_BYTES;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
+}
+
+fn bound_source(mut source: Source) -> Source {
+    source.sub_ids.truncate(MAX_SUB_IDS);
+    source.sub_ids = source.sub_ids.into_iter().map(bound).collect();
+    while source.sub_ids.last().is_some_and(|s| s.is_empty()) {
+        source.sub_ids.pop();
+    }
+    source.extras.truncate(MAX_EXTRAS);
+    source.extras = source
+        .extras
+        .into_iter()
+        .map(|(k, v)| (bound(k), bound(v)))
+        .collect();
+    source
+}
+
+/// Characters left as they are in query values (RFC 3986 unreserved).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Appends `name=value` pairs to a URL's query, before any fragment.
+fn append_query(url: String, pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        return url;
+    }
+    let (base, fragment) = match url.find('#') {
+        Some(i) => (&url[..i], &url[i..]),
+        None => (url.as_str(), ""),
+    };
+    let mut out = base.to_string();
+    let mut sep = if base.contains('?') { '&' } else { '?' };
+    if base.ends_with('?') || base.ends_with('&') {
+        sep = '\0';
+    }
+    for (k, v) in pairs {
+        if sep != '\0' {
+            out.push(sep);
+        }
+        sep = '&';
+        out.extend(percent_encoding::utf8_percent_encode(k, QUERY_VALUE));
+        out.push('=');
+        out.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
+    }
+    out.push_str(fragment);
+    out
+}
+
+/// The landing URL of a click (SPEC 2.1 step 4).
+fn landing_url(campaign: &Campaign, click_id: Option<&Id>, source: &Source, now_ms: u64) -> String {
+    let no_extras: &[(String, String)] = &[];
+    let extras = if campaign.propagate_extras {
+        source.extras.as_slice()
+    } else {
+        no_extras
+    };
+    let macros = delivery::MacroValues {
+        click_id: Some(click_id.map(|id| id.to_string()).unwrap_or_default()),
+        conversion_id: None,
+        campaign_id: campaign.id,
+        affiliate_id: source.affiliate_id,
+        creative_id: source.creative_id,
+        sub_ids: &source.sub_ids,
+        extras,
+        conversion: None,
+        status: None,
+        timestamp_ms: now_ms,
+    };
+    append_query(template::expand_url(&campaign.landing_url, &macros), extras)
+}
+
+fn admin_invalid(field: &str, reason: impl Into<String>) -> AdminError {
+    AdminError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn unavailable() -> AdminError {
+    AdminError::Unavailable("the engine is shutting down".into())
 }
 
 impl Engine {
     /// Recovers the data directory (snapshot + replay), applies the config file's catalog,
-    /// starts the shard actors and the dispatcher. Blocking; call before serving.
-    pub fn open(_config: EngineConfig, _clock: Arc<dyn Clock>) -> Result<Engine, Error> {
-        todo!("engine: open")
+    /// starts the shard actors and the dispatcher. Blocking; call before serving, from
+    /// within a tokio runtime (the dispatcher and the attempt-report router run on it).
+    pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+        let started = std::time::Instant::now();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("Engine::open must run within a tokio runtime".into()))?;
+        let storage = &config.storage;
+        let shard_count = match storage.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if shard_count > layout::MAX_SHARDS {
+            return Err(Error::Config(format!(
+                "storage.shards: at most {}",
+                layout::MAX_SHARDS
+            )));
+        }
+        if storage.segment_size_bytes < MIN_SEGMENT_BYTES {
+            return Err(Error::Config(format!(
+                "storage.segment_size_bytes: at least {MIN_SEGMENT_BYTES}"
+            )));
+        }
+        if storage.sync == SyncMode::Interval && storage.sync_interval_ms == 0 {
+            return Err(Error::Config(
+                "storage.sync_interval_ms: must be positive".into(),
+            ));
+        }
+        let data_dir = storage.data_dir.clone();
+        layout::ensure_data_dir(&data_dir)?;
+        let catalog = Arc::new(Catalog::default());
+        let mut control = ControlLog::open(&layout::control_dir(&data_dir), &catalog)?;
+        control.seed(
+            &catalog,
+            &config.campaigns,
+            &config.affiliates,
+            &config.webhooks,
+        )?;
+        if let Some(n) = control.reshard.unfinished() {
+            layout::finish_reshard(&data_dir, n as usize)?;
+            control.mark_reshard(codec::ControlRecord::ReshardDone { shards: n })?;
+        }
+        let options = wal_options(storage);
+        let existing = layout::existing_shards(&data_dir)?;
+        if existing != 0 && existing != shard_count {
+            recovery::reshard(&data_dir, existing, shard_count, &options, &mut control)?;
+        } else {
+            layout::clear_staging(&data_dir)?;
+        }
+        let mut opened = Vec::with_capacity(shard_count);
+        let mut records = 0u64;
+        for i in 0..shard_count {
+            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options)?;
+            records += report.records;
+            if report.torn_tail_bytes > 0 {
+                tracing::warn!(
+                    shard = i,
+                    bytes = report.torn_tail_bytes,
+                    "torn tail truncated"
+                );
+            }
+            opened.push((wal, state));
+        }
+        let merchant_refs = dashmap::DashMap::new();
+        let horizon = clock.now_ms().saturating_sub(shard::MERCHANT_REF_WINDOW_MS);
+        for (_, state) in &opened {
+            for c in &state.conversions {
+                if let (Some(r), None) = (&c.merchant_ref, c.duplicate_of) {
+                    if c.time_ms >= horizon {
+                        merchant_refs.insert((c.campaign_id, r.clone()), (Id(c.id), c.time_ms));
+                    }
+                }
+            }
+        }
+        let key = control.key;
+        let shared = Arc::new(Shared {
+            catalog,
+            merchant_refs,
+            clock: Arc::clone(&clock),
+            health: shard::HealthState::default(),
+        });
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel();
+        let dispatcher = {
+            let _guard = runtime.enter();
+            Dispatcher::spawn(config.dispatch.clone(), Arc::clone(&clock), report_tx)
+        };
+        let mut senders = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count);
+        for (i, (wal, state)) in opened.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(shard::MAILBOX_CAPACITY);
+            let actor = ShardActor::new(
+                shard::ShardSettings {
+                    index: i,
+                    sync_interval: match storage.sync {
+                        SyncMode::Interval => {
+                            Some(std::time::Duration::from_millis(storage.sync_interval_ms))
+                        }
+                        _ => None,
+                    },
+                    snapshot_every_records: storage.snapshot_every_records.max(1),
+                },
+                state,
+                wal,
+                Arc::clone(&shared),
+                dispatcher.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{i:03}"))
+                .spawn(move || actor.run(rx))
+                .map_err(|e| Error::Io {
+                    path: layout::shard_dir(&data_dir, i),
+                    source: e,
+                })?;
+            let _ = tx.try_send(Cmd::ResumeDeliveries);
+            senders.push(tx);
+            threads.push(thread);
+        }
+        let shards = Arc::new(senders);
+        // Routes each attempt report to the shard that owns the delivery, which persists it.
+        let weak = Arc::downgrade(&shards);
+        runtime.spawn(async move {
+            while let Some(report) = report_rx.recv().await {
+                let Some(shards) = weak.upgrade() else { break };
+                let Some(id) = DeliveryId::parse(&report.delivery_id) else {
+                    continue;
+                };
+                let tx = shards[id.conversion.shard(shards.len())].clone();
+                drop(shards);
+                let _ = tx.send(Cmd::Attempt(report)).await;
+            }
+        });
+        shared.health.set_ready(true);
+        let elapsed = started.elapsed();
+        metrics::gauge!("clicktrail_recovery_seconds").set(elapsed.as_secs_f64());
+        metrics::gauge!("clicktrail_recovered_records").set(records as f64);
+        tracing::info!(
+            shards = shard_count,
+            records,
+            ms = elapsed.as_millis() as u64,
+            "engine recovered"
+        );
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shards,
+                shared,
+                control: Arc::new(Mutex::new(control)),
+                dispatcher,
+                key,
+                threads: Mutex::new(threads),
+                shut_down: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.shared.clock.now_ms()
+    }
+
+    /// Sends a command to a shard and awaits its answer; `None` when the shard is gone.
+    async fn ask<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let sender = self.inner.shards.get(shard)?;
+        sender.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks every shard and collects the answers.
+    async fn ask_all<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<Vec<T>, AdminError> {
+        let mut pending = Vec::with_capacity(self.shard_count());
+        for sender in self.inner.shards.iter() {
+            let (tx, rx) = oneshot::channel();
+            sender.send(make(tx)).await.map_err(|_| unavailable())?;
+            pending.push(rx);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            out.push(rx.await.map_err(|_| unavailable())?);
+        }
+        Ok(out)
+    }
+
+    /// The campaign of a click or impression, checked against the catalog.
+    fn check_source(&self, source: &Source) -> Result<Arc<Campaign>, Rejection> {
+        let catalog = &self.inner.shared.catalog;
+        let campaign = catalog
+            .campaign(source.campaign_id)
+            .ok_or(Rejection::UnknownCampaign)?;
+        if campaign.status == CampaignStatus::Paused {
+            return Err(Rejection::PausedCampaign);
+        }
+        let affiliate = catalog
+            .affiliate(source.affiliate_id)
+            .ok_or(Rejection::UnknownAffiliate)?;
+        if affiliate.status == AffiliateStatus::Blocked {
+            return Err(Rejection::BlockedAffiliate);
+        }
+        Ok(campaign)
     }
 
     // ---- tracking surface -------------------------------------------------------------
 
     /// Records a click (durably, per the sync policy) and returns where to send the visitor.
-    pub async fn click(&self, _request: ClickRequest) -> Result<ClickOutcome, Rejection> {
-        todo!()
+    pub async fn click(&self, request: ClickRequest) -> Result<ClickOutcome, Rejection> {
+        let campaign = self.check_source(&request.source).inspect_err(|r| {
+            metrics::counter!("clicktrail_clicks_rejected_total", "reason" => r.as_str())
+                .increment(1);
+        })?;
+        let source = bound_source(request.source);
+        let now = self.now_ms();
+        if !request.track {
+            return Ok(ClickOutcome::Untracked {
+                location: landing_url(&campaign, None, &source, now),
+                degraded: false,
+            });
+        }
+        let n = self.shard_count();
+        let fingerprint = self.inner.key.fingerprint(&request.visitor);
+        let id = Id::mint(fingerprint::route_key(fingerprint));
+        let shard = id.shard(n);
+        let window_ms = u64::from(campaign.unique_window_hours) * 3_600_000;
+        let cookie = request.cookie_click_id.as_deref().and_then(Id::parse);
+        let (cookie_here, cookie_recent_elsewhere) = match cookie {
+            Some(c) if c.shard(n) == shard => (Some(c), false),
+            Some(c) => {
+                let recent = self
+                    .ask(c.shard(n), |reply| Cmd::RecentClick {
+                        id: c,
+                        campaign_id: campaign.id,
+                        since_ms: now.saturating_sub(window_ms),
+                        reply,
+                    })
+                    .await
+                    .unwrap_or(false);
+                (None, recent)
+            }
+            None => (None, false),
+        };
+        let rec = ClickRec {
+            id: id.0,
+            time_ms: now,
+            campaign_id: campaign.id,
+            affiliate_id: source.affiliate_id,
+            creative_id: source.creative_id,
+            sub_ids: source.sub_ids.clone(),
+            extras: source.extras.clone(),
+            ip: request.visitor.ip,
+            fingerprint,
+            unique: true,
+        };
+        let draft = shard::ClickDraft {
+            rec,
+            campaign: Arc::clone(&campaign),
+            cookie: cookie_here,
+            cookie_recent_elsewhere,
+        };
+        match self
+            .ask(shard, |reply| Cmd::Click(Box::new(draft), reply))
+            .await
+        {
+            Some(Ok(unique)) => {
+                metrics::counter!("clicktrail_clicks_total", "unique" => if unique { "true" } else { "false" }).increment(1);
+                Ok(ClickOutcome::Tracked {
+                    click_id: id.to_string(),
+                    location: landing_url(&campaign, Some(&id), &source, now),
+                    cookie_life_secs: u64::from(campaign.cookie_life_days) * 86_400,
+                    unique,
+                })
+            }
+            _ => {
+                metrics::counter!("clicktrail_clicks_untracked_total").increment(1);
+                Ok(ClickOutcome::Untracked {
+                    location: landing_url(&campaign, None, &source, now),
+                    degraded: true,
+                })
+            }
+        }
     }
 
     /// Counts an impression. Errors are reasons for metrics; the caller still answers a gif.
-    pub async fn impression(&self, _request: ImpressionRequest) -> Result<(), Rejection> {
-        todo!()
+    pub async fn impression(&self, request: ImpressionRequest) -> Result<(), Rejection> {
+        let campaign = self.check_source(&request.source).inspect_err(|r| {
+            metrics::counter!("clicktrail_impressions_rejected_total", "reason" => r.as_str())
+                .increment(1);
+        })?;
+        let source = bound_source(request.source);
+        let fingerprint = self.inner.key.fingerprint(&request.visitor);
+        let rec = ImpressionRec {
+            time_ms: self.now_ms(),
+            campaign_id: campaign.id,
+            affiliate_id: source.affiliate_id,
+            creative_id: source.creative_id,
+            sid1: source.sub_ids.first().cloned().unwrap_or_default(),
+            fingerprint,
+            unique: true,
+        };
+        let shard = shard_of(fingerprint::route_key(fingerprint), self.shard_count());
+        let window_ms = u64::from(campaign.unique_window_hours) * 3_600_000;
+        match self
+            .ask(shard, |reply| Cmd::Impression {
+                rec,
+                unique_window_ms: window_ms,
+                reply,
+            })
+            .await
+        {
+            Some(Ok(())) => metrics::counter!("clicktrail_impressions_total").increment(1),
+            _ => metrics::counter!("clicktrail_impressions_untracked_total").increment(1),
+        }
+        Ok(())
     }
 
     /// Attributes and records a conversion (SPEC 2.3) and queues its deliveries.
-    pub async fn convert(&self, _request: ConversionRequest) -> ConversionOutcome {
-        todo!()
+    pub async fn convert(&self, request: ConversionRequest) -> ConversionOutcome {
+        let outcome = self.convert_inner(request).await;
+        if outcome.status == OutcomeStatus::Unavailable {
+            metrics::counter!("clicktrail_conversions_unavailable_total").increment(1);
+        }
+        outcome
+    }
+
+    async fn convert_inner(&self, mut req: ConversionRequest) -> ConversionOutcome {
+        let invalid = |field: &str| ConversionOutcome::refused(OutcomeStatus::Invalid, field);
+        let event = req.event.trim();
+        let event = if event.is_empty() {
+            "sale".to_string()
+        } else {
+            event.to_string()
+        };
+        if event.len() > MAX_VALUE_BYTES {
+            return invalid("Event");
+        }
+        if req
+            .merchant_ref
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_VALUE_BYTES)
+        {
+            return invalid("MerchantReferenceID");
+        }
+        let micros = |v: Option<f64>| v.map(money::to_micros);
+        let payout = micros(req.payout_override);
+        if payout == Some(None) {
+            return invalid("AP");
+        }
+        let revenue = micros(req.revenue_override);
+        if revenue == Some(None) {
+            return invalid("mp");
+        }
+        let total = micros(req.total_sales);
+        if total == Some(None) {
+            return invalid("TotalSales");
+        }
+        if let Some(c) = &req.currency_override {
+            if catalog::check_currency("Currency", c).is_err() {
+                return invalid("Currency");
+            }
+        }
+        let click_text = req.click_id.take().filter(|c| !c.is_empty());
+        req.source = bound_source(std::mem::take(&mut req.source));
+        let browser = req.pixel_type.is_browser();
+        let cid = req.source.campaign_id;
+        let afid = req.source.affiliate_id;
+        let mut cookies: Vec<Id> = req
+            .cookies
+            .iter()
+            .take(MAX_COOKIES)
+            .filter(|(campaign, _)| cid == 0 || *campaign == cid)
+            .filter_map(|(_, value)| Id::parse(value))
+            .collect();
+        cookies.dedup();
+        let fingerprint = self.inner.key.fingerprint(&req.visitor);
+        let n = self.shard_count();
+        let input = Arc::new(ConvInput {
+            req,
+            event,
+            payout_override_micros: payout.flatten(),
+            revenue_override_micros: revenue.flatten(),
+            total_sales_micros: total.flatten(),
+            fingerprint,
+        });
+        let unavailable =
+            || ConversionOutcome::refused(OutcomeStatus::Unavailable, "storage unavailable");
+        let ask = |shard: usize, how: How| {
+            let input = Arc::clone(&input);
+            async move {
+                self.ask(shard, |reply| Cmd::Convert(input, how, reply))
+                    .await
+            }
+        };
+        // 1. ClickID given: that click, or an answer about it.
+        if let Some(text) = click_text {
+            let Some(id) = Id::parse(&text) else {
+                return ConversionOutcome::refused(OutcomeStatus::UnknownClick, "click_id");
+            };
+            return match ask(id.shard(n), How::ClickId(id)).await {
+                Some(ConvReply::Done(o)) => o,
+                Some(ConvReply::NoMatch(reason)) => {
+                    ConversionOutcome::refused(OutcomeStatus::UnknownClick, reason)
+                }
+                None => unavailable(),
+            };
+        }
+        let mut notes = Vec::new();
+        if browser {
+            // 2. The campaign's cookie.
+            for id in cookies {
+                match ask(id.shard(n), How::Cookie(id)).await {
+                    Some(ConvReply::Done(o)) => return o,
+                    Some(ConvReply::NoMatch(reason)) => notes.push(reason),
+                    None => return unavailable(),
+                }
+            }
+            // 3. IP backup.
+            let backup = self
+                .inner
+                .shared
+                .catalog
+                .campaign(cid)
+                .is_some_and(|c| c.ip_backup);
+            if backup {
+                let shard = shard_of(fingerprint::route_key(fingerprint), n);
+                match ask(shard, How::IpBackup).await {
+                    Some(ConvReply::Done(o)) => return o,
+                    Some(ConvReply::NoMatch(reason)) => notes.push(reason),
+                    None => return unavailable(),
+                }
+            }
+        }
+        // 4. AFID post, else 5. unattributed.
+        let shard = shard_of(pair_route_key(cid, afid), n);
+        let how = if cid != 0 && afid != 0 {
+            How::Afid(notes)
+        } else {
+            How::Unattributed(notes)
+        };
+        match ask(shard, how).await {
+            Some(ConvReply::Done(o)) => o,
+            Some(ConvReply::NoMatch(reason)) => {
+                ConversionOutcome::refused(OutcomeStatus::Invalid, reason)
+            }
+            None => unavailable(),
+        }
     }
 
     // ---- catalog (admin) ---------------------------------------------------------------
 
-    pub fn campaigns(&self) -> Vec<Campaign> {
-        todo!()
+    async fn control<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ControlLog, &Catalog) -> Result<T, AdminError> + Send + 'static,
+    ) -> Result<T, AdminError> {
+        let control = Arc::clone(&self.inner.control);
+        let shared = Arc::clone(&self.inner.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut log = control.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut log, &shared.catalog)
+        })
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
     }
-    pub fn campaign(&self, _id: u32) -> Option<Campaign> {
-        todo!()
+
+    async fn put_entry(&self, kind: CatalogKind, id: u32, json: String) -> Result<(), AdminError> {
+        self.control(move |log, catalog| log.put(catalog, kind, id, json))
+            .await
+            .inspect_err(|e| {
+                if let AdminError::Unavailable(reason) = e {
+                    self.inner
+                        .shared
+                        .health
+                        .fault(format!("control log: {reason}"));
+                }
+            })
+    }
+
+    pub fn campaigns(&self) -> Vec<Campaign> {
+        self.inner.shared.catalog.campaigns()
+    }
+    pub fn campaign(&self, id: u32) -> Option<Campaign> {
+        self.inner
+            .shared
+            .catalog
+            .campaign(id)
+            .map(|c| c.as_ref().clone())
     }
     /// Creates or replaces; durable before it returns; takes effect at once.
-    pub async fn put_campaign(&self, _campaign: Campaign) -> Result<Campaign, AdminError> {
-        todo!()
+    pub async fn put_campaign(&self, mut campaign: Campaign) -> Result<Campaign, AdminError> {
+        campaign.currency = campaign.currency.to_ascii_uppercase();
+        catalog::validate_campaign(&campaign)?;
+        let json = serde_json::to_string(&campaign)
+            .map_err(|e| admin_invalid("campaign", e.to_string()))?;
+        self.put_entry(CatalogKind::Campaign, campaign.id, json)
+            .await?;
+        Ok(campaign)
     }
-    pub async fn delete_campaign(&self, _id: u32) -> Result<(), AdminError> {
-        todo!()
+    pub async fn delete_campaign(&self, id: u32) -> Result<(), AdminError> {
+        self.control(move |log, catalog| log.delete(catalog, CatalogKind::Campaign, id))
+            .await
     }
     pub fn affiliates(&self) -> Vec<Affiliate> {
-        todo!()
+        self.inner.shared.catalog.affiliates()
     }
-    pub fn affiliate(&self, _id: u32) -> Option<Affiliate> {
-        todo!()
+    pub fn affiliate(&self, id: u32) -> Option<Affiliate> {
+        self.inner
+            .shared
+            .catalog
+            .affiliate(id)
+            .map(|a| a.as_ref().clone())
     }
-    pub async fn put_affiliate(&self, _affiliate: Affiliate) -> Result<Affiliate, AdminError> {
-        todo!()
+    pub async fn put_affiliate(&self, affiliate: Affiliate) -> Result<Affiliate, AdminError> {
+        catalog::validate_affiliate(&affiliate)?;
+        let json = serde_json::to_string(&affiliate)
+            .map_err(|e| admin_invalid("affiliate", e.to_string()))?;
+        self.put_entry(CatalogKind::Affiliate, affiliate.id, json)
+            .await?;
+        Ok(affiliate)
     }
-    pub async fn delete_affiliate(&self, _id: u32) -> Result<(), AdminError> {
-        todo!()
+    pub async fn delete_affiliate(&self, id: u32) -> Result<(), AdminError> {
+        self.control(move |log, catalog| log.delete(catalog, CatalogKind::Affiliate, id))
+            .await
     }
     pub fn webhooks(&self) -> Vec<Webhook> {
-        todo!()
+        self.inner.shared.catalog.webhooks()
     }
-    pub fn webhook(&self, _id: u32) -> Option<Webhook> {
-        todo!()
+    pub fn webhook(&self, id: u32) -> Option<Webhook> {
+        self.inner
+            .shared
+            .catalog
+            .webhook(id)
+            .map(|w| w.as_ref().clone())
     }
-    pub async fn put_webhook(&self, _webhook: Webhook) -> Result<Webhook, AdminError> {
-        todo!()
+    pub async fn put_webhook(&self, webhook: Webhook) -> Result<Webhook, AdminError> {
+        catalog::validate_webhook(&webhook)?;
+        let json =
+            serde_json::to_string(&webhook).map_err(|e| admin_invalid("webhook", e.to_string()))?;
+        self.put_entry(CatalogKind::Webhook, webhook.id, json)
+            .await?;
+        Ok(webhook)
     }
-    pub async fn delete_webhook(&self, _id: u32) -> Result<(), AdminError> {
-        todo!()
+    pub async fn delete_webhook(&self, id: u32) -> Result<(), AdminError> {
+        self.control(move |log, catalog| log.delete(catalog, CatalogKind::Webhook, id))
+            .await
     }
 
     // ---- records (admin) ---------------------------------------------------------------
 
     /// The click with its conversions and their audits; `None` for unknown or malformed IDs.
-    pub async fn click_view(&self, _click_id: &str) -> Option<ClickView> {
-        todo!()
+    pub async fn click_view(&self, click_id: &str) -> Option<ClickView> {
+        let id = Id::parse(click_id)?;
+        self.ask(id.shard(self.shard_count()), |reply| {
+            Cmd::ClickView(id, reply)
+        })
+        .await
+        .flatten()
     }
-    pub async fn conversions(&self, _query: ConversionQuery) -> Result<ConversionPage, AdminError> {
-        todo!()
+
+    pub async fn conversions(&self, query: ConversionQuery) -> Result<ConversionPage, AdminError> {
+        let limit = match query.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after =
+            match &query.cursor {
+                None => None,
+                Some(text) => {
+                    let parsed = text
+                        .split_once('.')
+                        .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, Id::parse(id)?)));
+                    Some(parsed.ok_or_else(|| {
+                        admin_invalid("cursor", "not a cursor from a previous page")
+                    })?)
+                }
+            };
+        let from_ms = query.from.map_or(0, |d| d.start_ms());
+        let to_ms = query.to.map_or(u64::MAX, |d| d.start_ms() + 86_400_000 - 1);
+        if from_ms > to_ms {
+            return Err(admin_invalid("from", "after to"));
+        }
+        let filter = Arc::new(ConversionFilter {
+            from_ms,
+            to_ms,
+            campaign_id: query.campaign_id,
+            affiliate_id: query.affiliate_id,
+            status: query.status,
+            after,
+            limit: limit + 1,
+        });
+        let mut all: Vec<(u64, Id, ConversionView)> = self
+            .ask_all(|reply| Cmd::Conversions(Arc::clone(&filter), reply))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by_key(|a| (a.0, a.1));
+        let next_cursor = (all.len() > limit).then(|| {
+            let (t, id, _) = &all[limit - 1];
+            format!("{t}.{id}")
+        });
+        all.truncate(limit);
+        Ok(ConversionPage {
+            items: all.into_iter().map(|(_, _, v)| v).collect(),
+            next_cursor,
+        })
     }
+
     /// Changes a conversion's status durably and fires pixels set to fire on the new one.
     pub async fn set_conversion_status(
         &self,
-        _conversion_id: &str,
-        _status: ConversionStatus,
+        conversion_id: &str,
+        status: ConversionStatus,
     ) -> Result<ConversionView, AdminError> {
-        todo!()
+        let id = Id::parse(conversion_id).ok_or(AdminError::NotFound)?;
+        self.ask(id.shard(self.shard_count()), |reply| {
+            Cmd::SetStatus(id, status, reply)
+        })
+        .await
+        .ok_or_else(unavailable)?
     }
+
     pub async fn deliveries(
         &self,
-        _state: Option<DeliveryState>,
-        _limit: usize,
+        state: Option<DeliveryState>,
+        limit: usize,
     ) -> Result<Vec<DeliveryView>, AdminError> {
-        todo!()
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut all: Vec<(u64, DeliveryView)> = self
+            .ask_all(|reply| Cmd::Deliveries(state, limit, reply))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        all.truncate(limit);
+        Ok(all.into_iter().map(|(_, v)| v).collect())
     }
+
     /// Queues a new attempt of a delivery (any state), keeping its ID.
-    pub async fn replay_delivery(&self, _delivery_id: &str) -> Result<DeliveryView, AdminError> {
-        todo!()
+    pub async fn replay_delivery(&self, delivery_id: &str) -> Result<DeliveryView, AdminError> {
+        let id = DeliveryId::parse(delivery_id).ok_or(AdminError::NotFound)?;
+        self.ask(id.conversion.shard(self.shard_count()), |reply| {
+            Cmd::Replay(id, reply)
+        })
+        .await
+        .ok_or_else(unavailable)?
     }
+
     /// Real-time report: counters grouped by the query's keys, with SPEC 3's ratios.
-    pub async fn report(&self, _query: ReportQuery) -> Result<stats::Report, AdminError> {
-        todo!()
+    pub async fn report(&self, query: ReportQuery) -> Result<stats::Report, AdminError> {
+        if query.from > query.to {
+            return Err(admin_invalid("from", "after to"));
+        }
+        let mut group_by = Vec::new();
+        for k in query.group_by {
+            if !group_by.contains(&k) {
+                group_by.push(k);
+            }
+        }
+        let keys = Arc::new(group_by.clone());
+        let parts = self
+            .ask_all(|reply| Cmd::Report {
+                from_day: query.from.0,
+                to_day: query.to.0,
+                group_by: Arc::clone(&keys),
+                reply,
+            })
+            .await?;
+        Ok(stats::Report::build(
+            query.from,
+            query.to,
+            group_by,
+            parts.into_iter().flatten(),
+        ))
     }
 
     // ---- operations --------------------------------------------------------------------
 
-    pub fn health(&self) -> Health {
-        todo!()
+    /// Clicks held in memory and the bytes of their store and indexes (click records,
+    /// click-ID and fingerprint tables), summed over shards; for the memory figure.
+    pub async fn click_memory(&self) -> (usize, usize) {
+        self.ask_all(Cmd::Memory)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .fold((0, 0), |(c, b), (c2, b2)| (c + c2, b + b2))
     }
+
+    pub fn health(&self) -> Health {
+        self.inner.shared.health.health()
+    }
+
     /// Stops the actors after they finish queued work, and syncs every log.
     pub async fn shutdown(&self) {
-        todo!()
+        if self
+            .inner
+            .shut_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        self.inner.dispatcher.shutdown().await;
+        let _ = self.ask_all(Cmd::Shutdown).await;
+        let _ = self
+            .control(|log, _| {
+                log.sync()
+                    .map_err(|e| AdminError::Unavailable(e.to_string()))
+            })
+            .await;
+        self.inner.shared.health.set_ready(false);
     }
 }

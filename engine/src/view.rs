@@ -64,3 +64,73 @@ pub struct ConversionPage {
     pub items: Vec<ConversionView>,
     pub next_cursor: Option<String>,
 }
+
+/// RFC 3339 UTC text of a Unix time in ms (`2026-11-25T18:47:35.123Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let day = crate::clock::Day::from_unix_ms(ms);
+    let in_day_ms = ms - day.start_ms();
+    let (h, m, s, milli) = (
+        in_day_ms / 3_600_000,
+        in_day_ms / 60_000 % 60,
+        in_day_ms / 1000 % 60,
+        in_day_ms % 1000,
+    );
+    format!("{day}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+pub(crate) fn delivery_view(
+    conversion: &crate::codec::ConversionRec,
+    d: &crate::codec::DeliveryRec,
+) -> DeliveryView {
+    DeliveryView {
+        id: crate::ids::DeliveryId {
+            conversion: crate::ids::Id(conversion.id),
+            seq: d.seq,
+        }
+        .to_string(),
+        conversion_id: crate::ids::Id(conversion.id).to_string(),
+        target: d.url.clone(),
+        state: d.state,
+        attempts: d
+            .attempts
+            .iter()
+            .map(|a| AttemptView {
+                time: rfc3339(a.started_ms),
+                result: a.result.clone(),
+                latency_ms: a.latency_ms,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn conversion_view(c: &crate::codec::ConversionRec) -> ConversionView {
+    ConversionView {
+        conversion_id: crate::ids::Id(c.id).to_string(),
+        click_id: c.click_id.map(|id| crate::ids::Id(id).to_string()),
+        campaign_id: c.campaign_id,
+        affiliate_id: c.affiliate_id,
+        status: c.status,
+        event: c.event.clone(),
+        time: rfc3339(c.time_ms),
+        payout: crate::money::to_f64(c.payout_micros),
+        revenue: crate::money::to_f64(c.revenue_micros),
+        currency: c.currency.clone(),
+        merchant_ref: c.merchant_ref.clone(),
+        matched_by: c.matched_by.as_str().to_string(),
+        counted: c.counted,
+        audit: c.audit.clone(),
+        deliveries: c.deliveries.iter().map(|d| delivery_view(c, d)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_795_632_455_123),
+            "2026-11-25T18:47:35.123Z"
+        );
+    }
+}

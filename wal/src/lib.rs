@@ -2,9 +2,26 @@
 //! It knows nothing about clicks or HTTP: it stores and recovers bytes.
 //!
 //! The API below is the contract the engine is written against; keep it stable.
+//!
+//! Modules, one noun each: `record` (framing and checksums), `segment` (segment files and
+//! their header page), `snapshot` (snapshot files), `storage` (the file trait, real mapped
+//! files and the simulated disk), `writer` (appends, group commit, rotation), `recovery`
+//! (reading a log back), `inspect` (read-only operator tools), `clock` (time for `Interval`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+pub mod clock;
+pub mod inspect;
+mod record;
+mod recovery;
+mod segment;
+mod snapshot;
+pub mod storage;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
 
 /// Log sequence number: every appended record gets the next one, starting at 1.
 pub type Lsn = u64;
@@ -67,6 +84,10 @@ pub enum Error {
     Poisoned(String),
     #[error("record of {len} bytes exceeds the maximum of {max}")]
     RecordTooLarge { len: usize, max: u32 },
+    /// Options or arguments the log cannot work with (e.g. a record limit that does not
+    /// fit in a segment, a snapshot LSN beyond the log).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 /// One recovered record.
@@ -93,6 +114,8 @@ pub struct RecoveryReport {
     pub torn_tail_records: u64,
     /// Lossy mode only: (segment, offset, bytes) of each dropped range.
     pub dropped: Vec<(PathBuf, u64, u64)>,
+    /// Snapshot files that failed their checksum and were skipped for an older one.
+    pub damaged_snapshots: Vec<PathBuf>,
 }
 
 /// The newest valid snapshot and every record after it, in LSN order.
@@ -116,48 +139,81 @@ pub struct WalStats {
 /// The log of one owner (one shard). Single writer: the owner appends a batch, then
 /// calls `commit()` once.
 pub struct Wal {
-    _private: (),
+    inner: writer::Writer,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("next_lsn", &self.next_lsn())
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir` on real files, recovering what is there.
-    pub fn open(_dir: &Path, _options: Options) -> Result<(Wal, Recovered), Error> {
-        todo!()
+    /// The directory is locked against a second writer for the log's lifetime.
+    pub fn open(dir: &Path, options: Options) -> Result<(Wal, Recovered), Error> {
+        let storage = storage::FsStorage::open(dir)?;
+        Wal::open_on(Arc::new(storage), options)
     }
 
-    /// Appends a record; not durable until a `commit()`/`sync()` covers it.
-    pub fn append(&mut self, _kind: u8, _payload: &[u8]) -> Result<Lsn, Error> {
-        todo!()
+    /// Opens the log on any storage, e.g. a `storage::SimDisk` with faults planned.
+    pub fn open_on(
+        storage: Arc<dyn storage::Storage>,
+        options: Options,
+    ) -> Result<(Wal, Recovered), Error> {
+        let (inner, recovered) = writer::Writer::open(storage, options)?;
+        Ok((Wal { inner }, recovered))
+    }
+
+    /// Replaces the clock behind `SyncPolicy::Interval` (tests use `ManualClock`).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.inner.set_clock(clock);
+    }
+
+    /// Appends a record; not durable until a `commit()`/`sync()` covers it. Fails with
+    /// `RecordTooLarge` above `max_record_bytes`, `Poisoned` after a failed sync, and `Io`
+    /// (e.g. `ENOSPC`) when a new segment cannot be allocated; in that last case nothing was
+    /// appended and a later append may succeed.
+    pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Lsn, Error> {
+        self.inner.append(kind, payload)
     }
 
     /// Makes appended records durable as the sync policy says. Under `Always`, every record
-    /// appended before the call is durable when it returns `Ok`.
+    /// appended before the call is durable when it returns `Ok`, with one sync for the
+    /// whole batch. A failed sync returns the `Io` error and poisons the log: every later
+    /// call returns `Poisoned`.
     pub fn commit(&mut self) -> Result<(), Error> {
-        todo!()
+        self.inner.commit()
     }
 
     /// Makes every appended record durable now, whatever the policy (shutdown).
     pub fn sync(&mut self) -> Result<(), Error> {
-        todo!()
+        self.inner.sync()
     }
 
-    /// Under `Interval`, how long until an idle owner should call `commit()`; else `None`.
+    /// Under `Interval`, how long until an idle owner should call `commit()`; `None` under
+    /// the other policies, and when nothing is waiting to be synced.
     pub fn sync_due_in(&self) -> Option<Duration> {
-        todo!()
+        self.inner.sync_due_in()
     }
 
     /// The LSN the next append will get.
     pub fn next_lsn(&self) -> Lsn {
-        todo!()
+        self.inner.next_lsn()
     }
 
     /// Writes a snapshot covering every record below `lsn` atomically, keeps the two
-    /// newest, and deletes segments wholly below `lsn`.
-    pub fn write_snapshot(&mut self, _lsn: Lsn, _data: &[u8]) -> Result<(), Error> {
-        todo!()
+    /// newest, and deletes segments wholly below the older of the two kept (so the older
+    /// one stays a complete fallback if the newest is ever found damaged). Syncs the log
+    /// first. `lsn` must be at most `next_lsn()`.
+    pub fn write_snapshot(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
+        self.inner.write_snapshot(lsn, data)
     }
 
     pub fn stats(&self) -> WalStats {
-        todo!()
+        self.inner.stats()
     }
 }

@@ -1,0 +1,729 @@
+//! Shard actors. Each shard runs on its own OS thread (a current-thread tokio runtime, for
+//! the mailbox and the sync timer), owns one `wal::Wal` and a [`ShardState`], and serves
+//! commands from a bounded mailbox.
+//!
+//! Group commit: the actor takes a batch of commands (the first one, then whatever else is
+//! already queued, up to [`MAX_BATCH`]), applies each (deciding, appending its WAL record,
+//! then changing memory), calls `commit()` once, and only then answers the batch and hands
+//! new deliveries to the dispatcher. Under `sync = always` nothing is acknowledged before
+//! it is durable. If a commit fails the log is poisoned: the batch is answered
+//! "unavailable", every later write too, and health reports the fault until a restart
+//! recovers from disk. (Memory may then hold the failed batch's changes; they were never
+//! acknowledged and are gone after the restart.)
+
+mod convert;
+pub mod state;
+
+pub use convert::{ConvInput, ConvReply, How};
+
+use crate::api::{AdminError, DeliveryState, GroupKey};
+use crate::catalog::Catalog;
+use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, ShardRecord};
+use crate::config::{Campaign, ConversionStatus};
+use crate::dispatcher::{AttemptOutcome, AttemptReport, DeliveryJob, Dispatcher};
+use crate::ids::{DeliveryId, Id};
+use crate::stats::GroupTuple;
+use crate::view::{ClickView, ConversionView, DeliveryView};
+use crate::Clock;
+use dashmap::DashMap;
+use state::ShardState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands per group commit at most: bounds the latency one batch adds to its first
+/// command and the memory of deferred replies.
+pub const MAX_BATCH: usize = 1024;
+/// Mailbox capacity per shard: a full mailbox makes callers wait (back-pressure) instead of
+/// growing memory.
+pub const MAILBOX_CAPACITY: usize = 4096;
+/// How long a merchant reference stays a duplicate (SPEC 2.3).
+pub const MERCHANT_REF_WINDOW_MS: u64 = 90 * 86_400_000;
+
+/// Why a write was not acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+/// Readiness shared by every actor.
+#[derive(Default)]
+pub struct HealthState {
+    faults: Mutex<Vec<String>>,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl HealthState {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Records a fault; logs it once per distinct reason.
+    pub fn fault(&self, reason: String) {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if !faults.contains(&reason) {
+            tracing::error!(%reason, "storage fault: the log cannot persist");
+            faults.push(reason);
+        }
+    }
+    pub fn health(&self) -> crate::Health {
+        let faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = self.ready.load(std::sync::atomic::Ordering::SeqCst) && faults.is_empty();
+        crate::Health {
+            ready,
+            fault: (!faults.is_empty()).then(|| faults.join("; ")),
+        }
+    }
+}
+
+/// What every shard shares.
+pub struct Shared {
+    pub catalog: Arc<Catalog>,
+    /// (campaign, merchant reference) -> (conversion, time): the 90-day dedupe set,
+    /// global because a campaign's conversions live on many shards. Entries are reserved
+    /// by the shard that records the conversion and released if its write fails.
+    pub merchant_refs: DashMap<(u32, String), (Id, u64)>,
+    pub clock: Arc<dyn Clock>,
+    pub health: HealthState,
+}
+
+/// A click ready for its shard (ID minted, campaign checked).
+pub struct ClickDraft {
+    pub rec: ClickRec,
+    pub campaign: Arc<Campaign>,
+    /// The visitor's cookie click for this campaign, when it lives on this shard.
+    pub cookie: Option<Id>,
+    /// The cookie click (on another shard) was recent: the click is not unique.
+    pub cookie_recent_elsewhere: bool,
+}
+
+/// A conversion filter for `GET /conversions`.
+#[derive(Clone, Debug, Default)]
+pub struct ConversionFilter {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub campaign_id: Option<u32>,
+    pub affiliate_id: Option<u32>,
+    pub status: Option<ConversionStatus>,
+    /// Only conversions after this (time, id) position.
+    pub after: Option<(u64, Id)>,
+    pub limit: usize,
+}
+
+pub type Reply<T> = oneshot::Sender<T>;
+
+pub enum Cmd {
+    Click(Box<ClickDraft>, Reply<Result<bool, Unavailable>>),
+    /// Was this click (of this campaign) made since `since_ms`? (Cookie uniqueness across
+    /// shards.)
+    RecentClick {
+        id: Id,
+        campaign_id: u32,
+        since_ms: u64,
+        reply: Reply<bool>,
+    },
+    Impression {
+        rec: ImpressionRec,
+        unique_window_ms: u64,
+        reply: Reply<Result<(), Unavailable>>,
+    },
+    Convert(Arc<ConvInput>, How, Reply<ConvReply>),
+    SetStatus(
+        Id,
+        ConversionStatus,
+        Reply<Result<ConversionView, AdminError>>,
+    ),
+    ClickView(Id, Reply<Option<ClickView>>),
+    Conversions(Arc<ConversionFilter>, Reply<Vec<(u64, Id, ConversionView)>>),
+    Deliveries(
+        Option<DeliveryState>,
+        usize,
+        Reply<Vec<(u64, DeliveryView)>>,
+    ),
+    Replay(DeliveryId, Reply<Result<DeliveryView, AdminError>>),
+    Attempt(AttemptReport),
+    Report {
+        from_day: u32,
+        to_day: u32,
+        group_by: Arc<Vec<GroupKey>>,
+        reply: Reply<HashMap<GroupTuple, CountersRec>>,
+    },
+    /// Clicks held and the bytes their store and indexes use.
+    Memory(Reply<(usize, usize)>),
+    /// Submits every pending delivery to the dispatcher (after recovery).
+    ResumeDeliveries,
+    /// Syncs the log and stops the actor.
+    Shutdown(Reply<()>),
+}
+
+/// A reply to send once the batch's fate is known (`true`: durable).
+type Deferred = Box<dyn FnOnce(bool) + Send>;
+
+/// Per-shard settings.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub index: usize,
+    pub sync_interval: Option<std::time::Duration>,
+    pub snapshot_every_records: u64,
+}
+
+pub struct ShardActor {
+    settings: ShardSettings,
+    pub state: ShardState,
+    wal: wal::Wal,
+    shared: Arc<Shared>,
+    dispatcher: Dispatcher,
+    poisoned: Option<String>,
+    records_since_snapshot: u64,
+    buf: Vec<u8>,
+    /// Work of the current batch.
+    deferred: Vec<Deferred>,
+    jobs: Vec<DeliveryJob>,
+    reservations: Vec<((u32, String), Id)>,
+    wrote: bool,
+}
+
+/// Rebuilds a shard's state from what its log recovered.
+pub fn recover_state(recovered: &wal::Recovered) -> Result<ShardState, crate::Error> {
+    let mut state = match &recovered.snapshot {
+        Some(s) => ShardState::from_snapshot(
+            codec::decode_shard_snapshot(&s.data)
+                .map_err(|e| crate::Error::Config(format!("shard snapshot: {e}")))?,
+        ),
+        None => ShardState::default(),
+    };
+    for r in &recovered.records {
+        let rec = codec::decode_shard_record(r.kind, &r.payload)
+            .map_err(|e| crate::Error::Config(format!("shard record {}: {e}", r.lsn)))?;
+        state.apply(rec);
+    }
+    Ok(state)
+}
+
+impl ShardActor {
+    pub fn new(
+        settings: ShardSettings,
+        state: ShardState,
+        wal: wal::Wal,
+        shared: Arc<Shared>,
+        dispatcher: Dispatcher,
+    ) -> Self {
+        ShardActor {
+            settings,
+            state,
+            wal,
+            shared,
+            dispatcher,
+            poisoned: None,
+            records_since_snapshot: 0,
+            buf: Vec::with_capacity(512),
+            deferred: Vec::new(),
+            jobs: Vec::new(),
+            reservations: Vec::new(),
+            wrote: false,
+        }
+    }
+
+    /// Runs the actor on the current thread until shutdown or until every sender is gone.
+    pub fn run(mut self, mut mailbox: mpsc::Receiver<Cmd>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.shared
+                    .health
+                    .fault(format!("shard {}: cannot start: {e}", self.settings.index));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut dirty = false;
+            loop {
+                let first = match self.settings.sync_interval {
+                    Some(interval) if dirty => {
+                        let wait = self.wal.sync_due_in().unwrap_or(interval);
+                        tokio::select! {
+                            cmd = mailbox.recv() => cmd,
+                            _ = tokio::time::sleep(wait) => {
+                                if let Err(e) = self.wal.commit() {
+                                    self.poison(e.to_string());
+                                }
+                                dirty = false;
+                                continue;
+                            }
+                        }
+                    }
+                    _ => mailbox.recv().await,
+                };
+                let Some(first) = first else { break };
+                metrics::gauge!("clicktrail_shard_queue_depth", "shard" => self.settings.index.to_string())
+                    .set(mailbox.len() as f64);
+                let mut batch = Vec::with_capacity(16);
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match mailbox.try_recv() {
+                        Ok(cmd) => batch.push(cmd),
+                        Err(_) => break,
+                    }
+                }
+                let (stop, wrote) = self.run_batch(batch);
+                dirty |= wrote;
+                if stop {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Applies a batch, commits once, answers. Returns (stop, wrote).
+    fn run_batch(&mut self, batch: Vec<Cmd>) -> (bool, bool) {
+        let mut shutdown = None;
+        let size = batch.len();
+        for cmd in batch {
+            match cmd {
+                Cmd::Shutdown(reply) => shutdown = Some(reply),
+                cmd => self.handle(cmd),
+            }
+        }
+        metrics::histogram!("clicktrail_shard_batch_commands").record(size as f64);
+        let wrote = self.wrote;
+        let mut durable = true;
+        if self.wrote {
+            if let Err(e) = self.wal.commit() {
+                self.poison(e.to_string());
+                durable = false;
+            }
+            self.wrote = false;
+            let stats = self.wal.stats();
+            metrics::gauge!("clicktrail_wal_bytes", "shard" => self.settings.index.to_string())
+                .set(stats.bytes_appended as f64);
+            metrics::gauge!("clicktrail_wal_syncs", "shard" => self.settings.index.to_string())
+                .set(stats.syncs as f64);
+        }
+        if !durable {
+            for (key, id) in self.reservations.drain(..) {
+                self.shared
+                    .merchant_refs
+                    .remove_if(&key, |_, (rid, _)| *rid == id);
+            }
+            self.jobs.clear();
+        }
+        self.reservations.clear();
+        for reply in self.deferred.drain(..) {
+            reply(durable);
+        }
+        for job in self.jobs.drain(..) {
+            self.dispatcher.submit(job);
+        }
+        if durable && self.records_since_snapshot >= self.settings.snapshot_every_records {
+            self.snapshot();
+        }
+        if let Some(reply) = shutdown {
+            if let Err(e) = self.wal.sync() {
+                self.poison(e.to_string());
+            }
+            let _ = reply.send(());
+            return (true, wrote);
+        }
+        (false, wrote)
+    }
+
+    fn poison(&mut self, reason: String) {
+        if self.poisoned.is_none() {
+            self.shared
+                .health
+                .fault(format!("shard {}: {reason}", self.settings.index));
+            self.poisoned = Some(reason);
+        }
+    }
+
+    /// Appends a record (not yet durable). On success the caller applies it to memory.
+    fn write(&mut self, record: &ShardRecord) -> Result<(), Unavailable> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Unavailable(reason.clone()));
+        }
+        let kind = codec::encode_shard_record(record, &mut self.buf);
+        match self.wal.append(kind, &self.buf) {
+            Ok(_) => {
+                self.wrote = true;
+                self.records_since_snapshot += 1;
+                Ok(())
+            }
+            Err(wal::Error::RecordTooLarge { len, max }) => {
+                Err(Unavailable(format!("record of {len} bytes exceeds {max}")))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.poison(reason.clone());
+                Err(Unavailable(reason))
+            }
+        }
+    }
+
+    fn defer<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        ok: T,
+        unavailable: impl FnOnce() -> T + Send + 'static,
+    ) {
+        self.deferred.push(Box::new(move |durable| {
+            let _ = reply.send(if durable { ok } else { unavailable() });
+        }));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Click(draft, reply) => {
+                let result = self.click(*draft);
+                match result {
+                    Ok(unique) => self.defer(reply, Ok(unique), || {
+                        Err(Unavailable("commit failed".into()))
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::RecentClick {
+                id,
+                campaign_id,
+                since_ms,
+                reply,
+            } => {
+                let recent = self
+                    .state
+                    .find_click(&id)
+                    .and_then(|i| self.state.click(i))
+                    .is_some_and(|c| c.campaign_id == campaign_id && c.time_ms > since_ms);
+                let _ = reply.send(recent);
+            }
+            Cmd::Impression {
+                mut rec,
+                unique_window_ms,
+                reply,
+            } => {
+                rec.unique = self
+                    .state
+                    .last_impression_ms(rec.fingerprint, rec.campaign_id)
+                    .is_none_or(|t| rec.time_ms.saturating_sub(t) >= unique_window_ms);
+                let record = ShardRecord::Impression(rec);
+                match self.write(&record) {
+                    Ok(()) => {
+                        self.state.apply(record);
+                        self.defer(reply, Ok(()), || Err(Unavailable("commit failed".into())));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::Convert(input, how, reply) => {
+                let (answer, wrote) = self.convert(&input, how);
+                if wrote {
+                    self.defer(reply, answer, || {
+                        ConvReply::Done(crate::api::ConversionOutcome::refused(
+                            crate::api::OutcomeStatus::Unavailable,
+                            "storage unavailable",
+                        ))
+                    });
+                } else {
+                    let _ = reply.send(answer);
+                }
+            }
+            Cmd::SetStatus(id, status, reply) => {
+                let result = self.set_status(&id, status);
+                match result {
+                    Ok((view, true)) => self.defer(reply, Ok(view), || {
+                        Err(AdminError::Unavailable("commit failed".into()))
+                    }),
+                    Ok((view, false)) => {
+                        let _ = reply.send(Ok(view));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::ClickView(id, reply) => {
+                let _ = reply.send(self.click_view(&id));
+            }
+            Cmd::Conversions(filter, reply) => {
+                let _ = reply.send(self.conversions(&filter));
+            }
+            Cmd::Deliveries(state, limit, reply) => {
+                let _ = reply.send(self.deliveries(state, limit));
+            }
+            Cmd::Replay(id, reply) => {
+                let result = self.replay(&id);
+                match result {
+                    Ok(view) => self.defer(reply, Ok(view), || {
+                        Err(AdminError::Unavailable("commit failed".into()))
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Cmd::Attempt(report) => self.attempt(report),
+            Cmd::Report {
+                from_day,
+                to_day,
+                group_by,
+                reply,
+            } => {
+                let _ = reply.send(self.state.report(from_day, to_day, &group_by));
+            }
+            Cmd::Memory(reply) => {
+                let _ = reply.send((self.state.click_count(), self.state.click_memory_bytes()));
+            }
+            Cmd::ResumeDeliveries => {
+                for c in &self.state.conversions {
+                    for d in &c.deliveries {
+                        if d.state == DeliveryState::Pending {
+                            self.jobs.push(crate::delivery::job(&Id(c.id), d));
+                        }
+                    }
+                }
+            }
+            Cmd::Shutdown(_) => {}
+        }
+    }
+
+    fn click(&mut self, draft: ClickDraft) -> Result<bool, Unavailable> {
+        let ClickDraft {
+            mut rec,
+            campaign,
+            cookie,
+            cookie_recent_elsewhere,
+        } = draft;
+        let window_ms = u64::from(campaign.unique_window_hours) * 3_600_000;
+        let since = rec.time_ms.saturating_sub(window_ms);
+        let recent = |idx: Option<u32>| {
+            idx.and_then(|i| self.state.click(i))
+                .is_some_and(|c| c.campaign_id == rec.campaign_id && c.time_ms > since)
+        };
+        let by_fingerprint = recent(self.state.latest_click(rec.fingerprint, rec.campaign_id));
+        let by_cookie =
+            cookie_recent_elsewhere || recent(cookie.and_then(|id| self.state.find_click(&id)));
+        rec.unique = window_ms == 0 || !(by_fingerprint || by_cookie);
+        let unique = rec.unique;
+        let record = ShardRecord::Click(rec);
+        self.write(&record)?;
+        self.state.apply(record);
+        Ok(unique)
+    }
+
+    fn set_status(
+        &mut self,
+        id: &Id,
+        status: ConversionStatus,
+    ) -> Result<(ConversionView, bool), AdminError> {
+        let now = self.now_ms();
+        let Some(c) = self.state.conversion(id) else {
+            return Err(AdminError::NotFound);
+        };
+        if c.status == status {
+            return Ok((crate::view::conversion_view(c), false));
+        }
+        let first_seq = c.deliveries.len() as u32;
+        let deliveries =
+            crate::delivery::deliveries_for(&self.shared.catalog, c, status, first_seq, now);
+        let record = ShardRecord::StatusChange {
+            conversion_id: id.0,
+            status,
+            time_ms: now,
+            audit: format!(
+                "{}: status changed from {} to {} by an admin",
+                crate::view::rfc3339(now),
+                c.status.as_str(),
+                status.as_str()
+            ),
+            deliveries: deliveries.clone(),
+        };
+        self.write(&record)
+            .map_err(|e| AdminError::Unavailable(e.0))?;
+        self.state.apply(record);
+        for d in &deliveries {
+            self.jobs.push(crate::delivery::job(id, d));
+        }
+        let view = self
+            .state
+            .conversion(id)
+            .map(crate::view::conversion_view)
+            .ok_or(AdminError::NotFound)?;
+        Ok((view, true))
+    }
+
+    fn replay(&mut self, id: &DeliveryId) -> Result<DeliveryView, AdminError> {
+        let now = self.now_ms();
+        if self.state.delivery_mut(&id.conversion, id.seq).is_none() {
+            return Err(AdminError::NotFound);
+        }
+        let record = ShardRecord::Replay {
+            conversion_id: id.conversion.0,
+            seq: id.seq,
+            time_ms: now,
+        };
+        self.write(&record)
+            .map_err(|e| AdminError::Unavailable(e.0))?;
+        self.state.apply(record);
+        let c = self
+            .state
+            .conversion(&id.conversion)
+            .ok_or(AdminError::NotFound)?;
+        let d = c
+            .deliveries
+            .iter()
+            .find(|d| d.seq == id.seq)
+            .ok_or(AdminError::NotFound)?;
+        self.jobs.push(crate::delivery::job(&id.conversion, d));
+        Ok(crate::view::delivery_view(c, d))
+    }
+
+    fn attempt(&mut self, report: AttemptReport) {
+        let Some(id) = DeliveryId::parse(&report.delivery_id) else {
+            return;
+        };
+        let Some(d) = self.state.delivery_mut(&id.conversion, id.seq) else {
+            return;
+        };
+        if d.state != DeliveryState::Pending {
+            // A late report for a delivery already settled (e.g. replayed meanwhile).
+            tracing::debug!(delivery = %report.delivery_id, "attempt report for a settled delivery");
+        }
+        let (state, next, result) = match &report.outcome {
+            AttemptOutcome::Delivered { status } => {
+                (DeliveryState::Delivered, 0, status.to_string())
+            }
+            AttemptOutcome::Retrying {
+                result,
+                next_attempt_ms,
+            } => (DeliveryState::Pending, *next_attempt_ms, result.clone()),
+            AttemptOutcome::Failed { result } => (DeliveryState::Failed, 0, result.clone()),
+        };
+        metrics::counter!("clicktrail_delivery_attempts_total", "state" => match state {
+            DeliveryState::Pending => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        })
+        .increment(1);
+        let record = ShardRecord::Attempt {
+            conversion_id: id.conversion.0,
+            seq: id.seq,
+            attempt: codec::AttemptRec {
+                attempt: report.attempt,
+                started_ms: report.started_ms,
+                latency_ms: report.latency_ms,
+                result,
+            },
+            state,
+            next_attempt_ms: next,
+        };
+        if self.write(&record).is_ok() {
+            self.state.apply(record);
+        }
+    }
+
+    fn click_view(&self, id: &Id) -> Option<ClickView> {
+        let idx = self.state.find_click(id)?;
+        let c = self.state.click(idx)?;
+        let (subs, extras) = self.state.tail(c);
+        Some(ClickView {
+            click_id: id.to_string(),
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id(),
+            sub_ids: subs.to_vec(),
+            extras: extras.to_vec(),
+            time: crate::view::rfc3339(c.time_ms),
+            ip: self.state.click_ip(idx, c).to_string(),
+            unique: c.unique(),
+            conversions: self
+                .state
+                .conversions_of(id)
+                .map(crate::view::conversion_view)
+                .collect(),
+        })
+    }
+
+    fn conversions(&self, f: &ConversionFilter) -> Vec<(u64, Id, ConversionView)> {
+        let mut hits: Vec<(u64, Id, &codec::ConversionRec)> = self
+            .state
+            .conversions
+            .iter()
+            .filter(|c| {
+                c.time_ms >= f.from_ms
+                    && c.time_ms <= f.to_ms
+                    && f.campaign_id.is_none_or(|id| id == c.campaign_id)
+                    && f.affiliate_id.is_none_or(|id| id == c.affiliate_id)
+                    && f.status.is_none_or(|s| s == c.status)
+                    && f.after.is_none_or(|after| (c.time_ms, Id(c.id)) > after)
+            })
+            .map(|c| (c.time_ms, Id(c.id), c))
+            .collect();
+        hits.sort_by_key(|a| (a.0, a.1));
+        hits.truncate(f.limit);
+        hits.into_iter()
+            .map(|(t, id, c)| (t, id, crate::view::conversion_view(c)))
+            .collect()
+    }
+
+    fn deliveries(&self, state: Option<DeliveryState>, limit: usize) -> Vec<(u64, DeliveryView)> {
+        let mut out = Vec::new();
+        for c in &self.state.conversions {
+            for d in &c.deliveries {
+                if state.is_none_or(|s| s == d.state) {
+                    out.push((d.created_ms, c, d));
+                }
+            }
+        }
+        out.sort_by_key(|(t, c, d)| (*t, Id(c.id), d.seq));
+        out.truncate(limit);
+        out.into_iter()
+            .map(|(t, c, d)| (t, crate::view::delivery_view(c, d)))
+            .collect()
+    }
+
+    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life
+    /// and impression entries past their campaign's unique window, and lets the log delete
+    /// the segments it covers.
+    fn snapshot(&mut self) {
+        let now = self.now_ms();
+        let catalog = &self.shared.catalog;
+        let keep_clicks_since = now.saturating_sub(catalog.max_cookie_life_ms());
+        let snap = self.state.to_snapshot(keep_clicks_since, |campaign, t| {
+            catalog.campaign(campaign).is_some_and(|c| {
+                now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
+            })
+        });
+        let dropped = self.state.click_count() - snap.clicks.len();
+        let data = codec::encode_shard_snapshot(&snap);
+        let lsn = self.wal.next_lsn();
+        match self.wal.write_snapshot(lsn, &data) {
+            Ok(()) => {
+                self.records_since_snapshot = 0;
+                if dropped > 0 {
+                    self.state = ShardState::from_snapshot(snap);
+                }
+                tracing::info!(
+                    shard = self.settings.index,
+                    lsn,
+                    bytes = data.len(),
+                    dropped,
+                    "snapshot written"
+                );
+            }
+            Err(e) => {
+                // The log itself is still fine; try again after the next interval.
+                self.records_since_snapshot = 0;
+                tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
+            }
+        }
+        // Forget merchant references past the dedupe window.
+        let horizon = now.saturating_sub(MERCHANT_REF_WINDOW_MS);
+        self.shared.merchant_refs.retain(|_, (_, t)| *t >= horizon);
+    }
+}

@@ -1,0 +1,570 @@
+//! A shard's in-memory state: clicks (compact, fixed-size, with interned sub IDs and
+//! extras), the click-ID and fingerprint indexes, impressions' uniqueness index,
+//! conversions with their deliveries, and stats counters.
+//!
+//! Every change goes through an `apply_*` function taking the WAL record, both live (after
+//! the record is appended) and during recovery, so replay rebuilds exactly the live state.
+
+use crate::api::DeliveryState;
+use crate::codec::{
+    AttemptRec, ClickRec, ClickSnap, ConversionRec, CountersRec, DeliveryRec, ImpressionRec,
+    ShardRecord, ShardSnapshot, StatKeyRec, Tail,
+};
+use crate::config::ConversionStatus;
+use crate::ids::Id;
+use hashbrown::HashTable;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Clicks per chunk of the click store. Chunks of fixed capacity avoid the 2x slack of one
+/// growing vector (at 10 M clicks that slack alone would be ~280 MB).
+const CHUNK_CLICKS: usize = 1 << 16;
+const MS_PER_DAY: u64 = 86_400_000;
+
+const FLAG_UNIQUE: u8 = 1;
+const FLAG_HAS_CREATIVE: u8 = 2;
+const FLAG_IPV6: u8 = 4;
+
+/// A stored click: fixed-size; sub IDs and extras are an index into the shard's tails.
+#[derive(Clone, Copy, Debug)]
+pub struct ClickCore {
+    pub id: Id,
+    pub time_ms: u64,
+    pub fingerprint: u64,
+    pub campaign_id: u32,
+    pub affiliate_id: u32,
+    creative_id: u32,
+    tail: u32,
+    /// IPv4 address; IPv6 addresses live in a side table (they are the minority).
+    ip4: u32,
+    flags: u8,
+}
+// The memory target (128 B per click, all indexes included) leaves ~70 B for the record.
+const _: () = assert!(std::mem::size_of::<ClickCore>() <= 56);
+
+impl ClickCore {
+    pub fn unique(&self) -> bool {
+        self.flags & FLAG_UNIQUE != 0
+    }
+    pub fn creative_id(&self) -> Option<u32> {
+        (self.flags & FLAG_HAS_CREATIVE != 0).then_some(self.creative_id)
+    }
+}
+
+fn fp_hash(fingerprint: u64, campaign_id: u32) -> u64 {
+    // The fingerprint is already a keyed hash; mixing in the campaign spreads its entries.
+    fingerprint ^ u64::from(campaign_id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Interns values per shard, so repeated sub IDs, extras and sid1s are stored once.
+#[derive(Default)]
+struct Interner<T: std::hash::Hash + Eq> {
+    index: HashMap<Arc<T>, u32>,
+    items: Vec<Arc<T>>,
+}
+
+impl<T: std::hash::Hash + Eq> Interner<T> {
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(&i) = self.index.get(&value) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        let value = Arc::new(value);
+        self.items.push(Arc::clone(&value));
+        self.index.insert(value, i);
+        i
+    }
+    fn get(&self, i: u32) -> Option<&T> {
+        self.items.get(i as usize).map(|a| a.as_ref())
+    }
+}
+
+/// The stats key with sid1 interned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StatKey {
+    day: u32,
+    campaign_id: u32,
+    affiliate_id: u32,
+    creative_id: Option<u32>,
+    sid1: u32,
+}
+
+#[derive(Default)]
+pub struct ShardState {
+    chunks: Vec<Vec<ClickCore>>,
+    click_count: usize,
+    /// Click index by ID (the hash is the ID's random bits; entries are click indexes).
+    by_id: HashTable<u32>,
+    /// Latest click per (fingerprint, campaign).
+    by_fingerprint: HashTable<u32>,
+    ipv6: HashMap<u32, Ipv6Addr>,
+    tails: Interner<Tail>,
+    sid1s: Interner<String>,
+    /// Last impression time per (fingerprint, campaign), for unique impressions.
+    impressions: HashMap<(u64, u32), u64>,
+    pub conversions: Vec<ConversionRec>,
+    conversion_index: HashMap<Id, u32>,
+    /// Conversions of each click (indexes into `conversions`).
+    click_conversions: HashMap<Id, Vec<u32>>,
+    counters: HashMap<StatKey, CountersRec>,
+}
+
+/// What a conversion adds to the counters in its current status.
+pub fn conversion_counters(c: &ConversionRec) -> CountersRec {
+    let mut out = CountersRec::default();
+    if c.counted && c.status != ConversionStatus::Rejected {
+        out.conversions = 1;
+        if c.status == ConversionStatus::Approved {
+            out.approved = 1;
+            out.revenue_micros = c.revenue_micros;
+            out.payout_micros = c.payout_micros;
+        }
+    }
+    out
+}
+
+fn sub(a: &mut CountersRec, b: &CountersRec) {
+    a.conversions -= b.conversions;
+    a.approved -= b.approved;
+    a.revenue_micros -= b.revenue_micros;
+    a.payout_micros -= b.payout_micros;
+}
+
+impl ShardState {
+    pub fn click_count(&self) -> usize {
+        self.click_count
+    }
+
+    pub fn click(&self, idx: u32) -> Option<&ClickCore> {
+        let i = idx as usize;
+        self.chunks.get(i / CHUNK_CLICKS)?.get(i % CHUNK_CLICKS)
+    }
+
+    fn clicks(&self) -> impl Iterator<Item = &ClickCore> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn find_click(&self, id: &Id) -> Option<u32> {
+        self.by_id
+            .find(id.hash64(), |&i| self.click(i).is_some_and(|c| c.id == *id))
+            .copied()
+    }
+
+    /// The latest click of this fingerprint on this campaign.
+    pub fn latest_click(&self, fingerprint: u64, campaign_id: u32) -> Option<u32> {
+        self.by_fingerprint
+            .find(fp_hash(fingerprint, campaign_id), |&i| {
+                self.click(i)
+                    .is_some_and(|c| c.fingerprint == fingerprint && c.campaign_id == campaign_id)
+            })
+            .copied()
+    }
+
+    pub fn last_impression_ms(&self, fingerprint: u64, campaign_id: u32) -> Option<u64> {
+        self.impressions.get(&(fingerprint, campaign_id)).copied()
+    }
+
+    pub fn tail(&self, click: &ClickCore) -> (&[String], &[(String, String)]) {
+        match self.tails.get(click.tail) {
+            Some((subs, extras)) => (subs, extras),
+            None => (&[], &[]),
+        }
+    }
+
+    pub fn click_ip(&self, idx: u32, click: &ClickCore) -> IpAddr {
+        if click.flags & FLAG_IPV6 != 0 {
+            IpAddr::V6(
+                self.ipv6
+                    .get(&idx)
+                    .copied()
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            )
+        } else {
+            IpAddr::V4(Ipv4Addr::from(click.ip4))
+        }
+    }
+
+    pub fn conversions_of(&self, click: &Id) -> impl Iterator<Item = &ConversionRec> {
+        self.click_conversions
+            .get(click)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.conversions.get(i as usize))
+    }
+
+    pub fn conversion(&self, id: &Id) -> Option<&ConversionRec> {
+        self.conversion_index
+            .get(id)
+            .and_then(|&i| self.conversions.get(i as usize))
+    }
+
+    fn conversion_mut(&mut self, id: &Id) -> Option<&mut ConversionRec> {
+        let i = *self.conversion_index.get(id)?;
+        self.conversions.get_mut(i as usize)
+    }
+
+    fn stat_key(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> StatKey {
+        StatKey {
+            day: (time_ms / MS_PER_DAY) as u32,
+            campaign_id,
+            affiliate_id,
+            creative_id,
+            sid1: self.sid1s.intern(sid1.to_string()),
+        }
+    }
+
+    fn counters_mut(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> &mut CountersRec {
+        let key = self.stat_key(time_ms, campaign_id, affiliate_id, creative_id, sid1);
+        self.counters.entry(key).or_default()
+    }
+
+    /// Applies any record (replay and live).
+    pub fn apply(&mut self, record: ShardRecord) {
+        match record {
+            ShardRecord::Click(c) => self.apply_click(c),
+            ShardRecord::Impression(i) => self.apply_impression(&i),
+            ShardRecord::Conversion(c) => self.apply_conversion(c),
+            ShardRecord::StatusChange {
+                conversion_id,
+                status,
+                time_ms: _,
+                audit,
+                deliveries,
+            } => self.apply_status(&Id(conversion_id), status, audit, deliveries),
+            ShardRecord::Attempt {
+                conversion_id,
+                seq,
+                attempt,
+                state,
+                next_attempt_ms,
+            } => self.apply_attempt(&Id(conversion_id), seq, attempt, state, next_attempt_ms),
+            ShardRecord::Replay {
+                conversion_id,
+                seq,
+                time_ms,
+            } => self.apply_replay(&Id(conversion_id), seq, time_ms),
+        }
+    }
+
+    fn push_click(&mut self, snap: ClickSnap) {
+        let idx = self.click_count as u32;
+        let mut flags = 0;
+        if snap.unique {
+            flags |= FLAG_UNIQUE;
+        }
+        if snap.creative_id.is_some() {
+            flags |= FLAG_HAS_CREATIVE;
+        }
+        let ip4 = match snap.ip {
+            IpAddr::V4(v4) => u32::from(v4),
+            IpAddr::V6(v6) => {
+                flags |= FLAG_IPV6;
+                self.ipv6.insert(idx, v6);
+                0
+            }
+        };
+        let core = ClickCore {
+            id: Id(snap.id),
+            time_ms: snap.time_ms,
+            fingerprint: snap.fingerprint,
+            campaign_id: snap.campaign_id,
+            affiliate_id: snap.affiliate_id,
+            creative_id: snap.creative_id.unwrap_or(0),
+            tail: snap.tail,
+            ip4,
+            flags,
+        };
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK_CLICKS) {
+            self.chunks.push(Vec::with_capacity(CHUNK_CLICKS));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(core);
+        }
+        self.click_count += 1;
+        let chunks = &self.chunks;
+        let get = |i: u32| chunks[i as usize / CHUNK_CLICKS][i as usize % CHUNK_CLICKS];
+        self.by_id
+            .insert_unique(core.id.hash64(), idx, |&i| get(i).id.hash64());
+        // The fingerprint index keeps the latest click (by time) per (fingerprint, campaign).
+        let h = fp_hash(core.fingerprint, core.campaign_id);
+        match self.by_fingerprint.find_mut(h, |&i| {
+            let c = get(i);
+            c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
+        }) {
+            Some(slot) => {
+                if get(*slot).time_ms <= core.time_ms {
+                    *slot = idx;
+                }
+            }
+            None => {
+                self.by_fingerprint.insert_unique(h, idx, |&i| {
+                    let c = get(i);
+                    fp_hash(c.fingerprint, c.campaign_id)
+                });
+            }
+        }
+    }
+
+    pub fn apply_click(&mut self, c: ClickRec) {
+        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
+        let counters = self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            &sid1,
+        );
+        counters.clicks += 1;
+        counters.unique_clicks += u64::from(c.unique);
+        let tail = self.tails.intern((c.sub_ids, c.extras));
+        self.push_click(ClickSnap {
+            id: c.id,
+            time_ms: c.time_ms,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            tail,
+            ip: c.ip,
+            fingerprint: c.fingerprint,
+            unique: c.unique,
+        });
+    }
+
+    pub fn apply_impression(&mut self, i: &ImpressionRec) {
+        let counters = self.counters_mut(
+            i.time_ms,
+            i.campaign_id,
+            i.affiliate_id,
+            i.creative_id,
+            &i.sid1,
+        );
+        counters.impressions += 1;
+        counters.unique_impressions += u64::from(i.unique);
+        let last = self
+            .impressions
+            .entry((i.fingerprint, i.campaign_id))
+            .or_insert(0);
+        *last = (*last).max(i.time_ms);
+    }
+
+    pub fn apply_conversion(&mut self, c: ConversionRec) {
+        let add = conversion_counters(&c);
+        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
+        self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            &sid1,
+        )
+        .add(&add);
+        let idx = self.conversions.len() as u32;
+        self.conversion_index.insert(Id(c.id), idx);
+        if let Some(click) = c.click_id {
+            self.click_conversions
+                .entry(Id(click))
+                .or_default()
+                .push(idx);
+        }
+        self.conversions.push(c);
+    }
+
+    fn apply_status(
+        &mut self,
+        id: &Id,
+        status: ConversionStatus,
+        audit: String,
+        deliveries: Vec<DeliveryRec>,
+    ) {
+        let Some(c) = self.conversion_mut(id) else {
+            return;
+        };
+        let before = conversion_counters(c);
+        c.status = status;
+        c.audit.push(audit);
+        c.deliveries.extend(deliveries);
+        let after = conversion_counters(c);
+        let (time_ms, campaign, affiliate, creative) =
+            (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
+        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
+        let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
+        sub(counters, &before);
+        counters.add(&after);
+    }
+
+    pub fn delivery_mut(&mut self, id: &Id, seq: u32) -> Option<&mut DeliveryRec> {
+        self.conversion_mut(id)?
+            .deliveries
+            .iter_mut()
+            .find(|d| d.seq == seq)
+    }
+
+    fn apply_attempt(
+        &mut self,
+        id: &Id,
+        seq: u32,
+        attempt: AttemptRec,
+        state: DeliveryState,
+        next_attempt_ms: u64,
+    ) {
+        if let Some(d) = self.delivery_mut(id, seq) {
+            d.attempts_made += 1;
+            d.attempts.push(attempt);
+            d.state = state;
+            d.next_attempt_ms = next_attempt_ms;
+        }
+    }
+
+    fn apply_replay(&mut self, id: &Id, seq: u32, time_ms: u64) {
+        if let Some(d) = self.delivery_mut(id, seq) {
+            d.state = DeliveryState::Pending;
+            d.attempts_made = 0;
+            d.next_attempt_ms = time_ms;
+        }
+    }
+
+    /// Counters in `[from_day, to_day]`, grouped.
+    pub fn report(
+        &self,
+        from_day: u32,
+        to_day: u32,
+        group_by: &[crate::api::GroupKey],
+    ) -> HashMap<crate::stats::GroupTuple, CountersRec> {
+        let mut out: HashMap<crate::stats::GroupTuple, CountersRec> = HashMap::new();
+        for (key, counters) in &self.counters {
+            if key.day < from_day || key.day > to_day {
+                continue;
+            }
+            let rec = self.stat_key_rec(key);
+            out.entry(crate::stats::GroupTuple::of(&rec, group_by))
+                .or_default()
+                .add(counters);
+        }
+        out
+    }
+
+    fn stat_key_rec(&self, key: &StatKey) -> StatKeyRec {
+        StatKeyRec {
+            day: key.day,
+            campaign_id: key.campaign_id,
+            affiliate_id: key.affiliate_id,
+            creative_id: key.creative_id,
+            sid1: self.sid1s.get(key.sid1).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The whole state, for a snapshot. Clicks older than `keep_clicks_since_ms` and
+    /// impression entries for which `keep_impression` says no are left out.
+    pub fn to_snapshot(
+        &self,
+        keep_clicks_since_ms: u64,
+        keep_impression: impl Fn(u32, u64) -> bool,
+    ) -> ShardSnapshot {
+        let mut tails: Interner<Tail> = Interner::default();
+        let mut clicks = Vec::with_capacity(self.click_count);
+        for (i, c) in self.clicks().enumerate() {
+            if c.time_ms < keep_clicks_since_ms {
+                continue;
+            }
+            let (subs, extras) = self.tail(c);
+            let tail = tails.intern((subs.to_vec(), extras.to_vec()));
+            clicks.push(ClickSnap {
+                id: c.id.0,
+                time_ms: c.time_ms,
+                campaign_id: c.campaign_id,
+                affiliate_id: c.affiliate_id,
+                creative_id: c.creative_id(),
+                tail,
+                ip: self.click_ip(i as u32, c),
+                fingerprint: c.fingerprint,
+                unique: c.unique(),
+            });
+        }
+        let mut counters: Vec<(StatKeyRec, CountersRec)> = self
+            .counters
+            .iter()
+            .map(|(k, c)| (self.stat_key_rec(k), *c))
+            .collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut impressions: Vec<(u64, u32, u64)> = self
+            .impressions
+            .iter()
+            .filter(|(&(_, campaign), &t)| keep_impression(campaign, t))
+            .map(|(&(fp, campaign), &t)| (fp, campaign, t))
+            .collect();
+        impressions.sort_unstable();
+        ShardSnapshot {
+            clicks,
+            tails: tails.items.iter().map(|t| t.as_ref().clone()).collect(),
+            conversions: self.conversions.clone(),
+            impressions,
+            counters,
+        }
+    }
+
+    /// Rebuilds a state from a snapshot.
+    pub fn from_snapshot(s: ShardSnapshot) -> ShardState {
+        let mut state = ShardState::default();
+        let mut tail_map = Vec::with_capacity(s.tails.len());
+        for t in s.tails {
+            tail_map.push(state.tails.intern(t));
+        }
+        state.by_id.reserve(s.clicks.len(), |_| 0);
+        for mut c in s.clicks {
+            c.tail = tail_map.get(c.tail as usize).copied().unwrap_or(0);
+            state.push_click(c);
+        }
+        for c in s.conversions {
+            let idx = state.conversions.len() as u32;
+            state.conversion_index.insert(Id(c.id), idx);
+            if let Some(click) = c.click_id {
+                state
+                    .click_conversions
+                    .entry(Id(click))
+                    .or_default()
+                    .push(idx);
+            }
+            state.conversions.push(c);
+        }
+        for (fp, campaign, t) in s.impressions {
+            state.impressions.insert((fp, campaign), t);
+        }
+        for (k, c) in s.counters {
+            let key = state.stat_key(
+                u64::from(k.day) * MS_PER_DAY,
+                k.campaign_id,
+                k.affiliate_id,
+                k.creative_id,
+                &k.sid1,
+            );
+            state.counters.entry(key).or_default().add(&c);
+        }
+        state
+    }
+
+    /// Bytes of heap memory this state holds for clicks and their indexes (not counting
+    /// conversions and counters), for the memory figure.
+    pub fn click_memory_bytes(&self) -> usize {
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.capacity() * std::mem::size_of::<ClickCore>())
+            .sum();
+        chunks + self.by_id.allocation_size() + self.by_fingerprint.allocation_size()
+    }
+}

@@ -1,0 +1,574 @@
+//! Request routing and the public tracking surface (SPEC 2): clicks, impressions and
+//! conversion pixels, plus health, metrics and the demo pages. The admin API is in
+//! [`crate::admin`].
+
+use crate::body::{self, BodyError};
+use crate::client_ip::client_ip;
+use crate::config::Config;
+use crate::cookies;
+use crate::limits::{MAX_HEADER_BYTES, MAX_URL_BYTES};
+use crate::logging::Escaped;
+use crate::metrics;
+use crate::params::{Body, Invalid, ParamError, Params};
+use crate::pixels;
+use crate::reply::{self, Answer};
+use bytes::Bytes;
+use engine::fields::{self, Field};
+use engine::{
+    ClickOutcome, ClickRequest, ConversionOutcome, ConversionRequest, Engine, ImpressionRequest,
+    OutcomeStatus, PixelType, Visitor,
+};
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, SET_COOKIE,
+};
+use hyper::{Method, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one server instance shares between its connections.
+pub struct App {
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(engine: Engine, config: Arc<Config>) -> Arc<App> {
+        Arc::new(App {
+            engine,
+            config,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Which routes a listener serves: everything, or the public and admin halves when
+/// `admin.listen` puts the admin API and metrics on a listener of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    All,
+    Public,
+    Admin,
+}
+
+impl Surface {
+    fn public(self) -> bool {
+        self != Surface::Admin
+    }
+    fn admin(self) -> bool {
+        self != Surface::Public
+    }
+}
+
+/// The route label for metrics: a fixed set, so unknown paths cannot grow the label set.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/click.track" => "click",
+        "/impression.track" => "impression",
+        "/pixel.track" => "pixel",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        p if p.starts_with("/api/") => "admin",
+        p if p.starts_with("/demo/") || p == "/" => "demo",
+        _ => "other",
+    }
+}
+
+/// Answers one request. Never panics on input; every failure is an answer.
+pub async fn handle<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let route = route_label(request.uri().path());
+    let in_flight = metrics::InFlight::start();
+    let answer = dispatch(app, surface, request, peer).await;
+    drop(in_flight);
+    metrics::record_request(route, answer.status().as_u16(), started.elapsed());
+    answer
+}
+
+async fn dispatch<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let target_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target_bytes > MAX_URL_BYTES {
+        return closing(reply::text(StatusCode::URI_TOO_LONG, "URL too long"));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return closing(reply::text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ));
+    }
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match path.as_str() {
+        "/click.track" if surface.public() => match method {
+            Method::GET => click(app, &request, peer).await,
+            _ => not_allowed("GET"),
+        },
+        "/impression.track" if surface.public() => match method {
+            Method::GET => impression(app, &request, peer).await,
+            _ => not_allowed("GET"),
+        },
+        "/pixel.track" if surface.public() => match method {
+            Method::GET | Method::POST => pixel(app, request, peer).await,
+            _ => not_allowed("GET, POST"),
+        },
+        "/healthz" => reply::text(StatusCode::OK, "ok"),
+        "/readyz" => readyz(app),
+        "/metrics" if surface.admin() => match method {
+            Method::GET => reply::bytes(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(),
+            ),
+            _ => not_allowed("GET"),
+        },
+        p if (p == "/api" || p.starts_with("/api/")) && surface.admin() => {
+            crate::admin::handle(app, request).await
+        }
+        p if app.config.embedded_defaults
+            && surface.public()
+            && (p == "/" || p.starts_with("/demo/")) =>
+        {
+            demo_page(app, &request)
+        }
+        _ => reply::text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Asks the client to close the connection: after a refused head or body, what follows on
+/// the connection may be the rest of it.
+pub fn closing(mut answer: Answer) -> Answer {
+    answer
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    answer
+}
+
+pub fn not_allowed(allow: &'static str) -> Answer {
+    let mut answer = reply::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    answer
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    answer
+}
+
+/// Maps a body read failure to its answer (413 too large, 408 too slow, 400 broken).
+pub fn body_error(e: &BodyError) -> Answer {
+    let status = match e {
+        BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        BodyError::Aborted => StatusCode::BAD_REQUEST,
+    };
+    closing(reply::text(status, e.to_string()))
+}
+
+fn readyz(app: &App) -> Answer {
+    if app.draining.load(Ordering::SeqCst) {
+        return reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    let health = app.engine.health();
+    if health.ready {
+        reply::text(StatusCode::OK, "ready")
+    } else {
+        let why = health.fault.unwrap_or_else(|| "not ready".to_string());
+        reply::text(StatusCode::SERVICE_UNAVAILABLE, why)
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn visitor(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Visitor {
+    Visitor {
+        ip: client_ip(peer.ip(), headers, &app.config.server.trusted_proxies),
+        user_agent: header_str(headers, "user-agent").to_string(),
+        accept_language: header_str(headers, "accept-language").to_string(),
+    }
+}
+
+// ---- clicks ---------------------------------------------------------------------------
+
+async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
+    let params = match Params::parse(request.uri().query(), None) {
+        Ok(params) => params,
+        Err(e) => return reply::text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (campaign_id, affiliate_id) =
+        match (params.id(Field::CampaignId), params.id(Field::AffiliateId)) {
+            (Ok(Some(c)), Ok(Some(a))) => (c, a),
+            _ => return fallback(app, "malformed_link"),
+        };
+    let mut source = match params.source() {
+        Ok(source) => source,
+        Err(e) => return reply::text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    source.campaign_id = campaign_id;
+    source.affiliate_id = affiliate_id;
+    let headers = request.headers();
+    let click = ClickRequest {
+        source,
+        visitor: visitor(app, headers, peer),
+        cookie_click_id: cookies::click_cookie(headers, campaign_id),
+        track: !params.flag_off(Field::TrackFlag),
+    };
+    let set_cookie = !params.flag_off(Field::CookieFlag);
+    let redirect = !params.flag_off(Field::RedirectFlag);
+    match app.engine.click(click).await {
+        Err(rejection) => fallback(app, rejection.as_str()),
+        Ok(ClickOutcome::Tracked {
+            click_id,
+            location,
+            cookie_life_secs,
+            ..
+        }) => {
+            let answer = if redirect {
+                match reply::redirect(&location) {
+                    Some(answer) => answer,
+                    None => return fallback(app, "bad_landing_url"),
+                }
+            } else {
+                reply::bytes(StatusCode::OK, reply::TEXT, click_id.clone())
+            };
+            if set_cookie {
+                let cookie = cookies::set_cookie(
+                    campaign_id,
+                    &click_id,
+                    cookie_life_secs,
+                    app.config.public_url_is_https(),
+                );
+                reply::with_header(answer, SET_COOKIE, &cookie)
+            } else {
+                answer
+            }
+        }
+        Ok(ClickOutcome::Untracked { location, degraded }) => {
+            if degraded {
+                metrics::click_rejected("untracked");
+            }
+            if !redirect {
+                return reply::bytes(StatusCode::OK, reply::TEXT, Bytes::new());
+            }
+            reply::redirect(&location).unwrap_or_else(|| fallback(app, "bad_landing_url"))
+        }
+    }
+}
+
+/// A link that cannot be followed goes to `fallback_url` exactly, else 404 with the reason;
+/// either way the reason is counted.
+fn fallback(app: &App, reason: &'static str) -> Answer {
+    metrics::click_rejected(reason);
+    let url = &app.config.server.fallback_url;
+    if !url.is_empty() {
+        if let Some(answer) = reply::redirect(url) {
+            return answer;
+        }
+    }
+    reply::text(StatusCode::NOT_FOUND, reason)
+}
+
+// ---- impressions ----------------------------------------------------------------------
+
+async fn impression<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
+    const ROUTE: &str = "impression";
+    let params = match Params::parse(request.uri().query(), None) {
+        Ok(params) => params,
+        Err(e) => {
+            metrics::pixel_error(ROUTE, e.reason());
+            return gif();
+        }
+    };
+    let source = match params.source() {
+        Ok(source) if source.campaign_id != 0 && source.affiliate_id != 0 => source,
+        _ => {
+            metrics::pixel_error(ROUTE, "malformed_link");
+            return gif();
+        }
+    };
+    let impression = ImpressionRequest {
+        source,
+        visitor: visitor(app, request.headers(), peer),
+    };
+    if let Err(rejection) = app.engine.impression(impression).await {
+        metrics::pixel_error(ROUTE, rejection.as_str());
+    }
+    gif()
+}
+
+fn gif() -> Answer {
+    reply::bytes(StatusCode::OK, pixels::GIF_CONTENT_TYPE, &pixels::GIF[..])
+}
+
+// ---- conversions ----------------------------------------------------------------------
+
+async fn pixel<B>(app: &App, request: Request<B>, peer: SocketAddr) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    const ROUTE: &str = "pixel";
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query();
+    let bytes = if parts.method == Method::POST {
+        match body::read(&parts.headers, body).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => return body_error(&e),
+        }
+    } else {
+        None
+    };
+    let content_type = header_str(&parts.headers, CONTENT_TYPE.as_str()).to_ascii_lowercase();
+    let body = match &bytes {
+        Some(b) if b.is_empty() => Ok(None),
+        Some(b) if content_type.starts_with("application/json") => Ok(Some(Body::Json(b))),
+        Some(b)
+            if content_type.is_empty()
+                || content_type.starts_with("application/x-www-form-urlencoded") =>
+        {
+            Ok(Some(Body::Form(b)))
+        }
+        Some(_) => Err(ParamError::ContentType),
+        None => Ok(None),
+    };
+    let params = body.and_then(|body| Params::parse(query, body));
+    let params = match params {
+        Ok(params) => params,
+        Err(e) => {
+            let pixel_type = sniff_pixel_type(query, bytes.as_deref());
+            if pixel_type.is_browser() {
+                metrics::pixel_error(ROUTE, e.reason());
+            }
+            let outcome = ConversionOutcome::refused(OutcomeStatus::Invalid, e.to_string());
+            return conversion_answer(pixel_type, &outcome);
+        }
+    };
+    let pixel_type = match params.get(Field::PixelType).filter(|p| !p.value.is_empty()) {
+        None => PixelType::Img,
+        Some(p) => match PixelType::parse(&p.value) {
+            Some(t) => t,
+            None => {
+                let outcome = ConversionOutcome::refused(
+                    OutcomeStatus::Invalid,
+                    format!("{}: expected img, iframe, js or s2s", p.name),
+                );
+                return reply::json(StatusCode::BAD_REQUEST, &outcome);
+            }
+        },
+    };
+    let conversion = match conversion_request(app, &params, pixel_type, &parts.headers, peer) {
+        Ok(conversion) => conversion,
+        Err(invalid) => {
+            if pixel_type.is_browser() {
+                metrics::pixel_error(ROUTE, "invalid_field");
+            }
+            let outcome = ConversionOutcome::refused(OutcomeStatus::Invalid, invalid.to_string());
+            return conversion_answer(pixel_type, &outcome);
+        }
+    };
+    let outcome = app.engine.convert(conversion).await;
+    if outcome.status != OutcomeStatus::Approved && outcome.status != OutcomeStatus::Pending {
+        tracing::debug!(
+            status = ?outcome.status,
+            reason = %Escaped(outcome.reason.as_deref().unwrap_or("")),
+            "conversion not counted"
+        );
+    }
+    conversion_answer(pixel_type, &outcome)
+}
+
+fn conversion_request(
+    app: &App,
+    params: &Params,
+    pixel_type: PixelType,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<ConversionRequest, Invalid> {
+    let status = match params.get(Field::Status).filter(|p| !p.value.is_empty()) {
+        None => engine::ConversionStatus::Approved,
+        Some(p) => engine::ConversionStatus::parse(&p.value).ok_or_else(|| Invalid {
+            name: p.name.clone(),
+            reason: "expected approved, pending or rejected",
+        })?,
+    };
+    // Any value goes to the engine: a click ID we never minted matches nothing, and the
+    // engine answers unknown_click.
+    let click_id = params.str(Field::ClickId).map(str::to_string);
+    let token = params
+        .str(Field::Token)
+        .map(str::to_string)
+        .or_else(|| bearer(headers).map(str::to_string));
+    Ok(ConversionRequest {
+        pixel_type,
+        click_id,
+        source: params.source()?,
+        cookies: cookies::tracking_cookies(headers),
+        visitor: visitor(app, headers, peer),
+        event: params.str(Field::Event).unwrap_or("sale").to_string(),
+        merchant_ref: params.str(Field::MerchantRef).map(str::to_string),
+        payout_override: params.amount(Field::Payout)?,
+        revenue_override: params.amount(Field::Revenue)?,
+        currency_override: params.str(Field::Currency).map(str::to_string),
+        total_sales: params.amount(Field::TotalSales)?,
+        status,
+        token,
+    })
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The answer for each pixel type: browsers always get something harmless of the kind
+/// they asked for (a gif, a page, a script), server posts the JSON outcome and its status.
+fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answer {
+    match pixel_type {
+        PixelType::Img => gif(),
+        PixelType::Iframe => reply::bytes(
+            StatusCode::OK,
+            pixels::HTML_CONTENT_TYPE,
+            pixels::iframe_page(&outcome.browser_pixels),
+        ),
+        PixelType::Js => reply::bytes(
+            StatusCode::OK,
+            pixels::JS_CONTENT_TYPE,
+            pixels::script(&outcome.browser_pixels),
+        ),
+        PixelType::S2s => {
+            let answer = reply::json(reply::status(outcome.status.http_status()), outcome);
+            if outcome.status == OutcomeStatus::Unavailable {
+                reply::with_header(answer, hyper::header::RETRY_AFTER, "1")
+            } else {
+                answer
+            }
+        }
+    }
+}
+
+/// The pixel type of a request whose parameters did not parse, read leniently so the
+/// answer has the right kind: a browser still gets its harmless default.
+fn sniff_pixel_type(query: Option<&str>, body: Option<&[u8]>) -> PixelType {
+    let is_type = |name: &str| fields::lookup(name) == Some(Field::PixelType);
+    let mut found = PixelType::Img;
+    if let Some(query) = query {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if let Some(t) = is_type(&name).then(|| PixelType::parse(&value)).flatten() {
+                found = t;
+            }
+        }
+    }
+    let Some(body) = body else { return found };
+    if let Ok(object) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        for (name, value) in &object {
+            if let Some(t) = value
+                .as_str()
+                .filter(|_| is_type(name))
+                .and_then(PixelType::parse)
+            {
+                found = t;
+            }
+        }
+        return found;
+    }
+    for (name, value) in form_urlencoded::parse(body) {
+        if let Some(t) = is_type(&name).then(|| PixelType::parse(&value)).flatten() {
+            found = t;
+        }
+    }
+    found
+}
+
+// ---- demo -----------------------------------------------------------------------------
+
+fn demo_page<B>(app: &App, request: &Request<B>) -> Answer {
+    if request.method() != Method::GET {
+        return not_allowed("GET");
+    }
+    let html = match request.uri().path() {
+        "/" => crate::demo::index(&app.config.server.public_url),
+        "/demo/landing" => {
+            let click_id =
+                crate::params::decode_pairs(request.uri().query().unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|pairs| pairs.into_iter().find(|(n, _)| n == "click_id"))
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+            crate::demo::landing(&click_id)
+        }
+        "/demo/checkout" => crate::demo::checkout(),
+        "/demo/report" => crate::demo::report(),
+        _ => return reply::text(StatusCode::NOT_FOUND, "not found"),
+    };
+    reply::bytes(StatusCode::OK, pixels::HTML_CONTENT_TYPE, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer  abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+        ];
+        for (value, want) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(bearer(&headers), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn pixel_type_is_sniffed_through_the_alias_table() {
+        assert_eq!(
+            sniff_pixel_type(Some("TYPE=s2s&x=%zz"), None),
+            PixelType::S2s
+        );
+        assert_eq!(sniff_pixel_type(None, Some(b"type=js")), PixelType::Js);
+        assert_eq!(sniff_pixel_type(Some("x=%00"), None), PixelType::Img);
+        let json = br#"{"Type": "s2s", "CID": {"nested": 1}}"#;
+        assert_eq!(sniff_pixel_type(None, Some(json)), PixelType::S2s);
+    }
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(route_label("/click.track"), "click");
+        assert_eq!(route_label("/api/v1/campaigns/1"), "admin");
+        assert_eq!(route_label("/anything/else"), "other");
+    }
+}

@@ -1,0 +1,216 @@
+//! Real files: preallocated with fallocate, written through a shared memory mapping.
+//!
+//! This is the one module of the workspace allowed `unsafe`: mapping a file and calling
+//! `fallocate`/`flock`.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapMut, MmapOptions};
+
+use super::{out_of_range, MappedFile, Storage};
+
+/// Name of the lock file that keeps two processes from writing one log.
+const LOCK_FILE: &str = "LOCK";
+
+/// A log directory on the real file system.
+#[derive(Debug)]
+pub struct FsStorage {
+    dir: PathBuf,
+    /// Held for the storage's lifetime (an exclusive `flock`); `None` when read-only.
+    _lock: Option<File>,
+    read_only: bool,
+}
+
+impl FsStorage {
+    /// Opens `dir` for writing, creating it if needed, and takes its exclusive lock so a
+    /// second writer fails fast instead of corrupting the log.
+    pub fn open(dir: &Path) -> io::Result<FsStorage> {
+        std::fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "log directory {} is locked by another process: {err}",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(FsStorage {
+            dir: dir.to_path_buf(),
+            _lock: Some(lock),
+            read_only: false,
+        })
+    }
+
+    /// Opens `dir` for reading only: no lock, and every modifying call fails. Used by the
+    /// operator tools, which must never change a log.
+    pub fn open_read_only(dir: &Path) -> io::Result<FsStorage> {
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(FsStorage {
+            dir: dir.to_path_buf(),
+            _lock: None,
+            read_only: true,
+        })
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "log opened read-only",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Allocates real blocks for `0..size_bytes` of `file`, extending it. Never sparse: a page
+/// fault on a sparse mapping of a full disk is a SIGBUS, an allocation failure is an error.
+fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(size_bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file size too large"))?;
+    // SAFETY: fallocate on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(err);
+    }
+    // The file system cannot fallocate (e.g. some network file systems): posix_fallocate
+    // writes zeros instead, which is slower but still allocates.
+    // SAFETY: as above.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+impl Storage for FsStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, name: &str, max_bytes: u64) -> io::Result<Vec<u8>> {
+        let file = File::open(self.dir.join(name))?;
+        let len = file.metadata()?.len().min(max_bytes);
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(max_bytes).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
+        self.check_writable()?;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let result = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            allocate(&file, size_bytes.max(head.len() as u64).max(1))?;
+            file.write_all_at(head, 0)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(name))?;
+            self.sync_dir()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn open_mapped(&self, name: &str, size_bytes: u64) -> io::Result<Box<dyn MappedFile>> {
+        self.check_writable()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(name))?;
+        if file.metadata()?.len() < size_bytes {
+            allocate(&file, size_bytes)?;
+            file.sync_all()?;
+        }
+        let len = usize::try_from(size_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        // SAFETY: the file is at least `len` bytes long with its blocks allocated (above, or
+        // by `create`), so page faults in the mapping cannot hit a hole. Only this process
+        // writes it (the directory lock), and the log never truncates a mapped file. An
+        // outside truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
+        // same).
+        let map = unsafe { MmapOptions::new().len(len).map_mut(&file)? };
+        Ok(Box::new(MappedSegment { map }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.check_writable()?;
+        std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.check_writable()?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A segment mapped shared and writable.
+struct MappedSegment {
+    map: MmapMut,
+}
+
+impl MappedFile for MappedSegment {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
+        let file_len = self.map.len();
+        let dst = offset
+            .checked_add(data.len())
+            .and_then(|end| self.map.get_mut(offset..end))
+            .ok_or_else(|| out_of_range(offset, data.len(), file_len))?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        // msync(MS_SYNC) of the page-aligned range: writes the dirty pages and, on Linux,
+        // what metadata is needed to read them back (as fdatasync does).
+        self.map.flush_range(offset, len)
+    }
+}

@@ -1,0 +1,159 @@
+//! Snapshots on real files: recovery returns the newest valid snapshot and the records
+//! from its LSN on; two snapshots are kept; segments no kept snapshot needs are deleted.
+
+use std::path::Path;
+
+use wal::{inspect, Error, Options, Record, Snapshot, Wal};
+
+fn options() -> Options {
+    Options {
+        segment_size_bytes: 8 << 10,
+        max_record_bytes: 512,
+        ..Options::default()
+    }
+}
+
+fn append_n(wal: &mut Wal, records: &mut Vec<Record>, n: usize) {
+    for _ in 0..n {
+        let lsn = wal.next_lsn();
+        let payload = format!("record {lsn}").into_bytes().repeat(4);
+        assert_eq!(wal.append(1, &payload).expect("append"), lsn);
+        records.push(Record {
+            lsn,
+            kind: 1,
+            payload,
+        });
+    }
+    wal.commit().expect("commit");
+}
+
+fn files(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Reopens `dir` and checks the snapshot and records recovery returns.
+fn check(dir: &Path, snapshot: Option<(u64, &[u8])>, records: &[Record]) -> Wal {
+    let (wal, recovered) = Wal::open(dir, options()).expect("open");
+    let expected = snapshot.map(|(lsn, data)| Snapshot {
+        lsn,
+        data: data.to_vec(),
+    });
+    assert_eq!(recovered.snapshot, expected);
+    let start = snapshot.map_or(1, |(lsn, _)| lsn);
+    let expected: Vec<Record> = records.iter().filter(|r| r.lsn >= start).cloned().collect();
+    assert_eq!(recovered.records, expected);
+    // The operator view agrees, and the whole directory verifies.
+    let (snap, read) = inspect::read_log(dir).expect("read_log");
+    assert_eq!(snap, recovered.snapshot);
+    assert_eq!(read, recovered.records);
+    inspect::verify_log(dir).expect("verify");
+    wal
+}
+
+#[test]
+fn recovery_returns_the_snapshot_and_the_records_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mut records = Vec::new();
+    append_n(&mut wal, &mut records, 100);
+    wal.write_snapshot(60, b"state at 60").expect("snapshot");
+    append_n(&mut wal, &mut records, 20);
+    drop(wal);
+    let mut wal = check(dir.path(), Some((60, b"state at 60")), &records);
+    // A snapshot at the very end covers everything.
+    let end = wal.next_lsn();
+    wal.write_snapshot(end, b"all").expect("snapshot");
+    drop(wal);
+    let mut wal = check(dir.path(), Some((end, b"all")), &records);
+    append_n(&mut wal, &mut records, 3);
+    drop(wal);
+    check(dir.path(), Some((end, b"all")), &records);
+}
+
+#[test]
+fn two_snapshots_are_kept_and_older_segments_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mut records = Vec::new();
+    let mut taken = Vec::new();
+    for round in 1..=5u64 {
+        append_n(&mut wal, &mut records, 150);
+        let lsn = wal.next_lsn() - 10;
+        wal.write_snapshot(lsn, &round.to_le_bytes())
+            .expect("snapshot");
+        taken.push(lsn);
+    }
+    let segments_live = files(dir.path(), "seg-").len();
+    drop(wal);
+    let snaps = files(dir.path(), "snap-");
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps[0].contains(&format!("{:020}", taken[3])));
+    assert!(snaps[1].contains(&format!("{:020}", taken[4])));
+    // About 150 records of ~50 bytes fill 2 segments of 8 KiB per round: 10 segments were
+    // written; only those from the older kept snapshot on are left.
+    assert!(segments_live <= 6, "{segments_live} segments left");
+    check(dir.path(), Some((taken[4], &5u64.to_le_bytes())), &records);
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mut records = Vec::new();
+    append_n(&mut wal, &mut records, 200);
+    wal.write_snapshot(100, b"older").expect("snapshot");
+    append_n(&mut wal, &mut records, 200);
+    wal.write_snapshot(300, b"newer").expect("snapshot");
+    drop(wal);
+    let newest = dir.path().join(format!("snap-{:020}.snap", 300));
+    let mut bytes = std::fs::read(&newest).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&newest, &bytes).expect("write");
+
+    // Verification refuses: it names the damaged snapshot.
+    match inspect::verify_log(dir.path()) {
+        Err(Error::Corruption { segment, .. }) => assert_eq!(segment, newest),
+        other => panic!("verify gave {other:?}"),
+    }
+    let (_, recovered) = Wal::open(dir.path(), options()).expect("open");
+    assert_eq!(
+        recovered.snapshot.map(|s| (s.lsn, s.data)),
+        Some((100, b"older".to_vec()))
+    );
+    assert_eq!(recovered.records[..], records[99..]);
+    assert_eq!(recovered.report.damaged_snapshots, vec![newest]);
+}
+
+#[test]
+fn snapshot_lsn_must_be_within_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mut records = Vec::new();
+    append_n(&mut wal, &mut records, 3);
+    for lsn in [0, 5, u64::MAX] {
+        assert!(
+            matches!(wal.write_snapshot(lsn, b""), Err(Error::InvalidArgument(_))),
+            "{lsn}"
+        );
+    }
+    wal.write_snapshot(4, b"").expect("the next LSN is allowed");
+}
+
+#[test]
+fn inspect_recognises_log_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(!inspect::is_log_dir(dir.path()));
+    assert!(!inspect::is_log_dir(&dir.path().join("missing")));
+    let (wal, _) = Wal::open(dir.path(), options()).expect("open");
+    drop(wal);
+    assert!(inspect::is_log_dir(dir.path()));
+    assert!(inspect::read_log(&dir.path().join("missing")).is_err());
+}
