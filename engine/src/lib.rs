@@ -331,7 +331,18 @@ impl Engine {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i:03}"))
-                .spawn(move || actor.run(rx))
+                .spawn({
+                    let shared = Arc::clone(&shared);
+                    move || {
+                        // A bug must not silently take a shard away: report it as a fault.
+                        let run = std::panic::AssertUnwindSafe(move || actor.run(rx));
+                        if std::panic::catch_unwind(run).is_err() {
+                            shared
+                                .health
+                                .fault(format!("shard {i} stopped after a panic"));
+                        }
+                    }
+                })
                 .map_err(|e| Error::Io {
                     path: layout::shard_dir(&data_dir, i),
                     source: e,

@@ -124,13 +124,6 @@ pub fn conversion_counters(c: &ConversionRec) -> CountersRec {
     out
 }
 
-fn sub(a: &mut CountersRec, b: &CountersRec) {
-    a.conversions -= b.conversions;
-    a.approved -= b.approved;
-    a.revenue_micros -= b.revenue_micros;
-    a.payout_micros -= b.payout_micros;
-}
-
 impl ShardState {
     pub fn click_count(&self) -> usize {
         self.click_count
@@ -403,7 +396,7 @@ impl ShardState {
             (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
         let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
-        sub(counters, &before);
+        counters.sub_conversions(&before);
         counters.add(&after);
     }
 
