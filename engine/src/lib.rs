@@ -75,6 +75,8 @@ pub struct Health {
     pub fault: Option<String>,
 }
 
+/// How long shutdown waits for the last attempt reports to reach their shards.
+const ROUTER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default page size of `conversions` and `deliveries`.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page of `conversions` and `deliveries`: bounds one answer's memory.
@@ -96,6 +98,8 @@ struct Inner {
     dispatcher: Dispatcher,
     key: FingerprintKey,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The attempt-report router; shutdown waits for it to drain.
+    router: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shut_down: std::sync::atomic::AtomicBool,
 }
 
@@ -227,6 +231,15 @@ impl Engine {
     /// starts the shard actors and the dispatcher. Blocking; call before serving, from
     /// within a tokio runtime (the dispatcher and the attempt-report router run on it).
     pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+        Self::open_with(config, clock, dispatcher::DispatchOptions::default())
+    }
+
+    /// [`Engine::open`] with explicit dispatcher options (short retry schedules in tests).
+    pub fn open_with(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+    ) -> Result<Engine, Error> {
         let started = std::time::Instant::now();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must run within a tokio runtime".into()))?;
@@ -307,7 +320,12 @@ impl Engine {
         let (report_tx, mut report_rx) = mpsc::unbounded_channel();
         let dispatcher = {
             let _guard = runtime.enter();
-            Dispatcher::spawn(config.dispatch.clone(), Arc::clone(&clock), report_tx)
+            Dispatcher::spawn_with(
+                config.dispatch.clone(),
+                dispatch_options,
+                Arc::clone(&clock),
+                report_tx,
+            )
         };
         let mut senders = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
@@ -354,7 +372,7 @@ impl Engine {
         let shards = Arc::new(senders);
         // Routes each attempt report to the shard that owns the delivery, which persists it.
         let weak = Arc::downgrade(&shards);
-        runtime.spawn(async move {
+        let router = runtime.spawn(async move {
             while let Some(report) = report_rx.recv().await {
                 let Some(shards) = weak.upgrade() else { break };
                 let Some(id) = DeliveryId::parse(&report.delivery_id) else {
@@ -383,6 +401,7 @@ impl Engine {
                 dispatcher,
                 key,
                 threads: Mutex::new(threads),
+                router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -945,6 +964,18 @@ impl Engine {
             return;
         }
         self.inner.dispatcher.shutdown().await;
+        // The dispatcher has stopped; once its last report sender is gone the router ends,
+        // having handed every report to its shard. Bounded: a stuck sender must not stop
+        // the logs from being synced (unpersisted attempts are simply retried after restart).
+        let router = self
+            .inner
+            .router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(router) = router {
+            let _ = tokio::time::timeout(ROUTER_DRAIN_TIMEOUT, router).await;
+        }
         let _ = self.ask_all(Cmd::Shutdown).await;
         let _ = self
             .control(|log, _| {
