@@ -183,7 +183,7 @@ async fn fan_out_reaches_pixels_and_webhooks_and_is_persisted() {
     );
     let conv = out.conversion_id.expect("id");
     // Two deliveries: the campaign-level pixel (not the global one) and the webhook.
-    let mut got = vec![next(&mut seen).await, next(&mut seen).await];
+    let mut got = [next(&mut seen).await, next(&mut seen).await];
     got.sort_by(|a, b| a.target.cmp(&b.target));
     let (hook, pixel) = (&got[0], &got[1]);
     assert_eq!(pixel.method, "GET");
