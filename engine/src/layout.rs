@@ -28,6 +28,30 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a log's files live, given its directory: real memory-mapped files in production
+/// ([`real_files`]); tests may plug in the wal crate's simulated disk to inject faults.
+pub type StorageFactory =
+    Arc<dyn Fn(&Path) -> io::Result<Arc<dyn wal::storage::Storage>> + Send + Sync>;
+
+/// Logs on real files (each directory locked against a second writer).
+pub fn real_files() -> StorageFactory {
+    Arc::new(|dir: &Path| {
+        let storage = wal::storage::FsStorage::open(dir)?;
+        Ok(Arc::new(storage) as Arc<dyn wal::storage::Storage>)
+    })
+}
+
+/// Opens (creating if needed) the log in `dir` and recovers it.
+pub fn open_log(
+    storage: &StorageFactory,
+    dir: &Path,
+    options: wal::Options,
+) -> Result<(wal::Wal, wal::Recovered), crate::Error> {
+    let files = storage(dir).map_err(|e| io_error(dir, e))?;
+    Ok(wal::Wal::open_on(files, options)?)
+}
 
 /// Most shards: route keys are 16 bits, and every shard costs a thread and a log.
 pub const MAX_SHARDS: usize = 1024;

@@ -240,6 +240,17 @@ impl Engine {
         clock: Arc<dyn Clock>,
         dispatch_options: dispatcher::DispatchOptions,
     ) -> Result<Engine, Error> {
+        Self::open_on(config, clock, dispatch_options, layout::real_files())
+    }
+
+    /// [`Engine::open_with`] on any storage for the logs (tests inject disk faults with the
+    /// wal crate's simulated disk).
+    pub fn open_on(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+        log_storage: layout::StorageFactory,
+    ) -> Result<Engine, Error> {
         let started = std::time::Instant::now();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must run within a tokio runtime".into()))?;
@@ -267,7 +278,7 @@ impl Engine {
         let data_dir = storage.data_dir.clone();
         layout::ensure_data_dir(&data_dir)?;
         let catalog = Arc::new(Catalog::default());
-        let mut control = ControlLog::open(&layout::control_dir(&data_dir), &catalog)?;
+        let mut control = ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
         control.seed(
             &catalog,
             &config.campaigns,
@@ -281,14 +292,21 @@ impl Engine {
         let options = wal_options(storage);
         let existing = layout::existing_shards(&data_dir)?;
         if existing != 0 && existing != shard_count {
-            recovery::reshard(&data_dir, existing, shard_count, &options, &mut control)?;
+            recovery::reshard(
+                &data_dir,
+                existing,
+                shard_count,
+                &options,
+                &mut control,
+                &log_storage,
+            )?;
         } else {
             layout::clear_staging(&data_dir)?;
         }
         let mut opened = Vec::with_capacity(shard_count);
         let mut records = 0u64;
         for i in 0..shard_count {
-            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options)?;
+            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options, &log_storage)?;
             records += report.records;
             if report.torn_tail_bytes > 0 {
                 tracing::warn!(
