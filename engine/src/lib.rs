@@ -2,6 +2,48 @@
 //! real-time stats, and persist through the `wal` crate; the dispatcher fans conversions
 //! out to affiliate pixels and webhooks. The engine knows nothing of HTTP parsing: the
 //! server hands it [`api`] requests and turns the outcomes into answers.
+//!
+//! # Design
+//!
+//! **Shards.** `storage.shards` actors, each on its own OS thread with a bounded mailbox
+//! (`send().await` is the back-pressure), each owning one log (`data_dir/shard-NNN/`) and a
+//! slice of the state: clicks (fixed-size records in chunks, sub IDs and extras interned),
+//! the click-ID and fingerprint indexes, impressions' uniqueness index, conversions with
+//! their deliveries, and stats counters. A batch of commands is applied, committed with one
+//! `commit()` (group commit), then answered: nothing is acknowledged before it is durable
+//! under `sync = always`. A failed commit poisons the shard (clicks untracked, conversions
+//! 503, health not ready with the reason, logged once).
+//!
+//! **Routing.** IDs carry a 16-bit route key; the owner is `route_key % shard_count`, for
+//! any count, so nothing needs a lookup table ([`ids`]). A click's route key is the top of
+//! the visitor's fingerprint, so its clicks and fingerprint index live together; a
+//! conversion takes its click's key (or a hash of campaign and affiliate when it has no
+//! click), so a click is redeemed on one shard, serialised: exactly once per event under
+//! concurrent posts. A delivery's ID is `<conversion id>.<seq>`.
+//!
+//! **Attribution** walks SPEC 2.3's order in [`Engine::convert`], asking the owning shard of
+//! each candidate (click ID, cookies, fingerprint, AFID pair); the first shard that matches
+//! decides and records. Merchant-reference dedupe is global (a `DashMap` reservation made by
+//! the recording shard, released if its write fails).
+//!
+//! **Catalog.** Campaigns, affiliates and webhooks live in `DashMap`s read by every shard,
+//! persisted in the control log (`data_dir/control/`) with the fingerprint key. A config
+//! file entry is applied at start-up only when the file's version of it changed since the
+//! last start, so admin changes survive restarts and edited file entries win once.
+//!
+//! **Deliveries** (durable outbox) are computed when a counted conversion is recorded (or
+//! its status changes) and written in the same WAL record; they are handed to the
+//! [`dispatcher::Dispatcher`] after the commit, every `AttemptReport` is routed back to the
+//! owning shard and appended, and pending deliveries are resubmitted after recovery.
+//!
+//! **Snapshots** are written per shard every `storage.snapshot_every_records` records; they
+//! drop clicks past the longest cookie life and let the log delete old segments.
+//! **Resharding** at start-up re-routes every record to the new shard count with a
+//! crash-safe protocol ([`layout`]).
+//!
+//! **Bytes on disk** are encoded in one module ([`codec`], bincode 2, versioned by record
+//! kind and snapshot format byte). **Money** is integer micro-units inside, `f64` at the
+//! API. **Time** comes from a [`Clock`].
 
 pub mod api;
 mod catalog;
@@ -278,7 +320,8 @@ impl Engine {
         let data_dir = storage.data_dir.clone();
         layout::ensure_data_dir(&data_dir)?;
         let catalog = Arc::new(Catalog::default());
-        let mut control = ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
+        let mut control =
+            ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
         control.seed(
             &catalog,
             &config.campaigns,

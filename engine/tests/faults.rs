@@ -77,7 +77,10 @@ async fn a_failing_log_degrades_and_never_pretends() {
         match e.click(click_request(1, 7, v)).await.expect("not rejected") {
             ClickOutcome::Untracked { location, degraded } => {
                 assert!(degraded);
-                assert!(location.starts_with("https://shop.example/?ref=&a=7"), "{location}");
+                assert!(
+                    location.starts_with("https://shop.example/?ref=&a=7"),
+                    "{location}"
+                );
             }
             other => panic!("a click was acknowledged on a failing log: {other:?}"),
         }
@@ -91,19 +94,31 @@ async fn a_failing_log_degrades_and_never_pretends() {
     }
     let health = e.health();
     assert!(!health.ready);
-    assert!(health.fault.as_deref().is_some_and(|f| f.contains("shard")), "{health:?}");
+    assert!(
+        health.fault.as_deref().is_some_and(|f| f.contains("shard")),
+        "{health:?}"
+    );
     assert!(matches!(
         e.put_campaign(demo_campaign(5)).await,
         Err(AdminError::Unavailable(_))
     ));
-    assert!(e.campaign(5).is_none(), "a change that is not durable is not visible");
+    assert!(
+        e.campaign(5).is_none(),
+        "a change that is not durable is not visible"
+    );
     drop(e);
 
     // Power loss, then recovery: everything acknowledged before the fault is there.
     let recovered = disks.crashed(7);
     let e = open(&recovered);
     assert!(e.health().ready);
-    let view = e.click_view(&before).await.expect("acknowledged click survives");
+    let view = e
+        .click_view(&before)
+        .await
+        .expect("acknowledged click survives");
     assert_eq!(view.conversions.len(), 1);
-    assert_eq!(Some(&view.conversions[0].conversion_id), acked.conversion_id.as_ref());
+    assert_eq!(
+        Some(&view.conversions[0].conversion_id),
+        acked.conversion_id.as_ref()
+    );
 }

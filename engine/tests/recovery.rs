@@ -399,3 +399,20 @@ async fn wal_dump_decodes_engine_records() {
 async fn regression_status_change_after_reshard_underflow() {
     equivalence(6_784_371_276_652_833_296, 2, 5, 1_000_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sync_mode_recovers_after_shutdown() {
+    for mode in [SyncMode::Always, SyncMode::Interval, SyncMode::Never] {
+        let mut h = Harness::new(2, |c| {
+            c.storage.sync = mode;
+            c.storage.sync_interval_ms = 2;
+        });
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut model = Model::default();
+        let clicks = workload(&h, &mut rng, &mut model, 60).await;
+        let before = observe(h.engine(), &clicks).await;
+        h.restart().await;
+        assert_eq!(before, observe(h.engine(), &clicks).await, "{mode:?}");
+        check_model(&h, &model).await;
+    }
+}
