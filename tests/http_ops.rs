@@ -37,6 +37,8 @@ async fn health_readiness_and_metrics() {
         text.contains("clicktrail_http_request_duration_seconds_bucket{route=\"click\""),
         "{text}"
     );
+    // The engine records through the same process-wide recorder.
+    assert!(text.contains("clicktrail_clicks_total"), "{text}");
     server.stop().await;
 }
 
