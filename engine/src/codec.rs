@@ -199,15 +199,30 @@ pub enum ControlRecord {
     /// The fingerprint key, written once when the data directory is created.
     Secret([u8; 16]),
     /// A catalog entry created or replaced (JSON of the config type).
-    Put { kind: CatalogKind, id: u32, json: String },
-    Delete { kind: CatalogKind, id: u32 },
+    Put {
+        kind: CatalogKind,
+        id: u32,
+        json: String,
+    },
+    Delete {
+        kind: CatalogKind,
+        id: u32,
+    },
     /// The config file's version (hash of its JSON) of an entry, as last applied.
-    FileSeen { kind: CatalogKind, id: u32, hash: u64 },
+    FileSeen {
+        kind: CatalogKind,
+        id: u32,
+        hash: u64,
+    },
     /// Commit point of a shard-count change: the new shards are complete in the staging
     /// directory; finishing means moving them into place.
-    ReshardCommitted { shards: u32 },
+    ReshardCommitted {
+        shards: u32,
+    },
     /// The new shards are in place and the old ones gone.
-    ReshardDone { shards: u32 },
+    ReshardDone {
+        shards: u32,
+    },
 }
 
 /// A click in a snapshot, its sub IDs and extras by index into the snapshot's tails.
@@ -296,12 +311,11 @@ fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| {
-        DecodeError {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if used != bytes.len() {
         return Err(DecodeError {
             what,

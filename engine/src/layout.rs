@@ -72,7 +72,10 @@ fn shard_indexes(dir: &Path) -> Result<Vec<usize>, crate::Error> {
         let entry = entry.map_err(|e| io_error(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name.strip_prefix("shard-").and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = name
+            .strip_prefix("shard-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             if entry.path().is_dir() {
                 out.push(n);
             }

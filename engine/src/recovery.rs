@@ -77,7 +77,11 @@ pub fn reshard(
     options: &wal::Options,
     control: &mut ControlLog,
 ) -> Result<(), crate::Error> {
-    tracing::info!(old, new, "shard count changed: re-routing every shard's records");
+    tracing::info!(
+        old,
+        new,
+        "shard count changed: re-routing every shard's records"
+    );
     layout::clear_staging(data_dir)?;
     let mut builders: Vec<SnapshotBuilder> = (0..new).map(|_| SnapshotBuilder::default()).collect();
     for i in 0..old {

@@ -174,7 +174,12 @@ impl ShardState {
 
     pub fn click_ip(&self, idx: u32, click: &ClickCore) -> IpAddr {
         if click.flags & FLAG_IPV6 != 0 {
-            IpAddr::V6(self.ipv6.get(&idx).copied().unwrap_or(Ipv6Addr::UNSPECIFIED))
+            IpAddr::V6(
+                self.ipv6
+                    .get(&idx)
+                    .copied()
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            )
         } else {
             IpAddr::V4(Ipv4Addr::from(click.ip4))
         }
@@ -199,7 +204,14 @@ impl ShardState {
         self.conversions.get_mut(i as usize)
     }
 
-    fn stat_key(&mut self, time_ms: u64, campaign_id: u32, affiliate_id: u32, creative_id: Option<u32>, sid1: &str) -> StatKey {
+    fn stat_key(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> StatKey {
         StatKey {
             day: (time_ms / MS_PER_DAY) as u32,
             campaign_id,
@@ -209,7 +221,14 @@ impl ShardState {
         }
     }
 
-    fn counters_mut(&mut self, time_ms: u64, campaign_id: u32, affiliate_id: u32, creative_id: Option<u32>, sid1: &str) -> &mut CountersRec {
+    fn counters_mut(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> &mut CountersRec {
         let key = self.stat_key(time_ms, campaign_id, affiliate_id, creative_id, sid1);
         self.counters.entry(key).or_default()
     }
@@ -303,7 +322,13 @@ impl ShardState {
 
     pub fn apply_click(&mut self, c: ClickRec) {
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        let counters = self.counters_mut(c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id, &sid1);
+        let counters = self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            &sid1,
+        );
         counters.clicks += 1;
         counters.unique_clicks += u64::from(c.unique);
         let tail = self.tails.intern((c.sub_ids, c.extras));
@@ -321,27 +346,51 @@ impl ShardState {
     }
 
     pub fn apply_impression(&mut self, i: &ImpressionRec) {
-        let counters = self.counters_mut(i.time_ms, i.campaign_id, i.affiliate_id, i.creative_id, &i.sid1);
+        let counters = self.counters_mut(
+            i.time_ms,
+            i.campaign_id,
+            i.affiliate_id,
+            i.creative_id,
+            &i.sid1,
+        );
         counters.impressions += 1;
         counters.unique_impressions += u64::from(i.unique);
-        let last = self.impressions.entry((i.fingerprint, i.campaign_id)).or_insert(0);
+        let last = self
+            .impressions
+            .entry((i.fingerprint, i.campaign_id))
+            .or_insert(0);
         *last = (*last).max(i.time_ms);
     }
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
         let add = conversion_counters(&c);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        self.counters_mut(c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id, &sid1)
-            .add(&add);
+        self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            &sid1,
+        )
+        .add(&add);
         let idx = self.conversions.len() as u32;
         self.conversion_index.insert(Id(c.id), idx);
         if let Some(click) = c.click_id {
-            self.click_conversions.entry(Id(click)).or_default().push(idx);
+            self.click_conversions
+                .entry(Id(click))
+                .or_default()
+                .push(idx);
         }
         self.conversions.push(c);
     }
 
-    fn apply_status(&mut self, id: &Id, status: ConversionStatus, audit: String, deliveries: Vec<DeliveryRec>) {
+    fn apply_status(
+        &mut self,
+        id: &Id,
+        status: ConversionStatus,
+        audit: String,
+        deliveries: Vec<DeliveryRec>,
+    ) {
         let Some(c) = self.conversion_mut(id) else {
             return;
         };
@@ -350,7 +399,8 @@ impl ShardState {
         c.audit.push(audit);
         c.deliveries.extend(deliveries);
         let after = conversion_counters(c);
-        let (time_ms, campaign, affiliate, creative) = (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
+        let (time_ms, campaign, affiliate, creative) =
+            (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
         let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
         sub(counters, &before);
@@ -364,7 +414,14 @@ impl ShardState {
             .find(|d| d.seq == seq)
     }
 
-    fn apply_attempt(&mut self, id: &Id, seq: u32, attempt: AttemptRec, state: DeliveryState, next_attempt_ms: u64) {
+    fn apply_attempt(
+        &mut self,
+        id: &Id,
+        seq: u32,
+        attempt: AttemptRec,
+        state: DeliveryState,
+        next_attempt_ms: u64,
+    ) {
         if let Some(d) = self.delivery_mut(id, seq) {
             d.attempts_made += 1;
             d.attempts.push(attempt);
@@ -476,7 +533,11 @@ impl ShardState {
             let idx = state.conversions.len() as u32;
             state.conversion_index.insert(Id(c.id), idx);
             if let Some(click) = c.click_id {
-                state.click_conversions.entry(Id(click)).or_default().push(idx);
+                state
+                    .click_conversions
+                    .entry(Id(click))
+                    .or_default()
+                    .push(idx);
             }
             state.conversions.push(c);
         }
@@ -484,7 +545,13 @@ impl ShardState {
             state.impressions.insert((fp, campaign), t);
         }
         for (k, c) in s.counters {
-            let key = state.stat_key(u64::from(k.day) * MS_PER_DAY, k.campaign_id, k.affiliate_id, k.creative_id, &k.sid1);
+            let key = state.stat_key(
+                u64::from(k.day) * MS_PER_DAY,
+                k.campaign_id,
+                k.affiliate_id,
+                k.creative_id,
+                &k.sid1,
+            );
             state.counters.entry(key).or_default().add(&c);
         }
         state
