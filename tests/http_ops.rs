@@ -151,6 +151,8 @@ listen = "127.0.0.1:0"
 [storage]
 shards = 2
 sync = "always"
+# Small segments: less to preallocate on each start.
+segment_size_bytes = 2097152
 
 [admin]
 token = "restart-token"
