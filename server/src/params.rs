@@ -451,20 +451,19 @@ mod tests {
                 })
                 .collect();
             let text = String::from_utf8_lossy(&bytes);
-            for result in [
+            let results = [
                 Params::parse(Some(&text), None),
                 Params::parse(None, Some(Body::Form(&bytes))),
                 Params::parse(None, Some(Body::Json(&bytes))),
-            ] {
-                if let Ok(params) = result {
-                    assert!(params.extras.len() <= MAX_EXTRAS);
-                    assert!(params
-                        .extras
-                        .iter()
-                        .all(|(_, v)| v.len() <= MAX_VALUE_BYTES));
-                    let _ = params.source();
-                    let _ = params.amount(Field::Payout);
-                }
+            ];
+            for params in results.into_iter().flatten() {
+                assert!(params.extras.len() <= MAX_EXTRAS);
+                assert!(params
+                    .extras
+                    .iter()
+                    .all(|(_, v)| v.len() <= MAX_VALUE_BYTES));
+                let _ = params.source();
+                let _ = params.amount(Field::Payout);
             }
         }
     }
