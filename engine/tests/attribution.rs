@@ -959,3 +959,55 @@ async fn impressions_and_report_counters() {
         Err(AdminError::NotFound)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_id_is_redeemed_once_under_concurrent_posts() {
+    let h = Harness::new(4, |_| {});
+    let e = h.engine().clone();
+    let click = click_id(&e, click_request(1, 7, 1)).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let e = e.clone();
+        let mut req = conversion(PixelType::S2s);
+        req.click_id = Some(click.clone());
+        tasks.spawn(async move { e.convert(req).await });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(out) = tasks.join_next().await {
+        outcomes.push(out.expect("task"));
+    }
+    let approved: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == OutcomeStatus::Approved)
+        .collect();
+    assert_eq!(approved.len(), 1);
+    let original = approved[0].conversion_id.clone();
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.status != OutcomeStatus::Approved)
+        .all(|o| o.status == OutcomeStatus::Duplicate && o.conversion_id == original));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_reference_is_counted_once_under_concurrent_posts_across_shards() {
+    let h = Harness::new(4, |c| c.campaigns[0].dedupe_merchant_ref = true);
+    let e = h.engine().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u32 {
+        let e = e.clone();
+        let mut req = conversion(PixelType::S2s);
+        // Different affiliates route to different shards.
+        req.source = source(1, if i % 2 == 0 { 7 } else { 8 }, "");
+        req.merchant_ref = Some("order-42".into());
+        tasks.spawn(async move { e.convert(req).await.status });
+    }
+    let mut approved = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.expect("task") {
+            OutcomeStatus::Approved => approved += 1,
+            OutcomeStatus::Duplicate => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(approved, 1);
+}

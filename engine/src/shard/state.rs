@@ -80,6 +80,29 @@ impl<T: std::hash::Hash + Eq> Interner<T> {
     }
 }
 
+/// Interns strings, looked up by `&str` so a hit allocates nothing (the click hot path).
+#[derive(Default)]
+struct StrInterner {
+    index: HashMap<Arc<str>, u32>,
+    items: Vec<Arc<str>>,
+}
+
+impl StrInterner {
+    fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        let value: Arc<str> = Arc::from(value);
+        self.items.push(Arc::clone(&value));
+        self.index.insert(value, i);
+        i
+    }
+    fn get(&self, i: u32) -> &str {
+        self.items.get(i as usize).map_or("", |s| s.as_ref())
+    }
+}
+
 /// The stats key with sid1 interned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct StatKey {
@@ -100,7 +123,7 @@ pub struct ShardState {
     by_fingerprint: HashTable<u32>,
     ipv6: HashMap<u32, Ipv6Addr>,
     tails: Interner<Tail>,
-    sid1s: Interner<String>,
+    sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: HashMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
@@ -108,6 +131,16 @@ pub struct ShardState {
     /// Conversions of each click (indexes into `conversions`).
     click_conversions: HashMap<Id, Vec<u32>>,
     counters: HashMap<StatKey, CountersRec>,
+    /// Deliveries per state (pending, delivered, failed), for metrics.
+    delivery_states: [u64; 3],
+}
+
+fn state_index(state: DeliveryState) -> usize {
+    match state {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Failed => 2,
+    }
 }
 
 /// What a conversion adds to the counters in its current status.
@@ -124,14 +157,17 @@ pub fn conversion_counters(c: &ConversionRec) -> CountersRec {
     out
 }
 
-fn sub(a: &mut CountersRec, b: &CountersRec) {
-    a.conversions -= b.conversions;
-    a.approved -= b.approved;
-    a.revenue_micros -= b.revenue_micros;
-    a.payout_micros -= b.payout_micros;
-}
-
 impl ShardState {
+    /// Deliveries per state: (pending, delivered, failed).
+    pub fn delivery_states(&self) -> [u64; 3] {
+        self.delivery_states
+    }
+
+    fn count_delivery(&mut self, state: DeliveryState, delta: i64) {
+        let slot = &mut self.delivery_states[state_index(state)];
+        *slot = slot.saturating_add_signed(delta);
+    }
+
     pub fn click_count(&self) -> usize {
         self.click_count
     }
@@ -217,7 +253,7 @@ impl ShardState {
             campaign_id,
             affiliate_id,
             creative_id,
-            sid1: self.sid1s.intern(sid1.to_string()),
+            sid1: self.sid1s.intern(sid1),
         }
     }
 
@@ -321,14 +357,15 @@ impl ShardState {
     }
 
     pub fn apply_click(&mut self, c: ClickRec) {
-        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        let counters = self.counters_mut(
-            c.time_ms,
-            c.campaign_id,
-            c.affiliate_id,
-            c.creative_id,
-            &sid1,
-        );
+        let sid1 = c.sub_ids.first().map_or("", |s| s.as_str());
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self.sid1s.intern(sid1),
+        };
+        let counters = self.counters.entry(key).or_default();
         counters.clicks += 1;
         counters.unique_clicks += u64::from(c.unique);
         let tail = self.tails.intern((c.sub_ids, c.extras));
@@ -373,6 +410,9 @@ impl ShardState {
             &sid1,
         )
         .add(&add);
+        for d in &c.deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let idx = self.conversions.len() as u32;
         self.conversion_index.insert(Id(c.id), idx);
         if let Some(click) = c.click_id {
@@ -391,6 +431,9 @@ impl ShardState {
         audit: String,
         deliveries: Vec<DeliveryRec>,
     ) {
+        for d in &deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let Some(c) = self.conversion_mut(id) else {
             return;
         };
@@ -403,7 +446,7 @@ impl ShardState {
             (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
         let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
-        sub(counters, &before);
+        counters.sub_conversions(&before);
         counters.add(&after);
     }
 
@@ -425,16 +468,20 @@ impl ShardState {
         if let Some(d) = self.delivery_mut(id, seq) {
             d.attempts_made += 1;
             d.attempts.push(attempt);
-            d.state = state;
+            let old = std::mem::replace(&mut d.state, state);
             d.next_attempt_ms = next_attempt_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(state, 1);
         }
     }
 
     fn apply_replay(&mut self, id: &Id, seq: u32, time_ms: u64) {
         if let Some(d) = self.delivery_mut(id, seq) {
-            d.state = DeliveryState::Pending;
+            let old = std::mem::replace(&mut d.state, DeliveryState::Pending);
             d.attempts_made = 0;
             d.next_attempt_ms = time_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(DeliveryState::Pending, 1);
         }
     }
 
@@ -464,7 +511,7 @@ impl ShardState {
             campaign_id: key.campaign_id,
             affiliate_id: key.affiliate_id,
             creative_id: key.creative_id,
-            sid1: self.sid1s.get(key.sid1).cloned().unwrap_or_default(),
+            sid1: self.sid1s.get(key.sid1).to_string(),
         }
     }
 
@@ -530,6 +577,9 @@ impl ShardState {
             state.push_click(c);
         }
         for c in s.conversions {
+            for d in &c.deliveries {
+                state.count_delivery(d.state, 1);
+            }
             let idx = state.conversions.len() as u32;
             state.conversion_index.insert(Id(c.id), idx);
             if let Some(click) = c.click_id {
