@@ -344,8 +344,13 @@ async fn iframe_and_js_answers_carry_the_affiliates_browser_pixels() {
         .starts_with("application/javascript"));
     let script = reply.text();
     assert!(!script.contains("document.write"));
+    // `&` is escaped inside the script's string literals.
     assert!(
-        script.contains(&format!("https://aff.example/img?c={click}&p=4")),
+        script.contains(&format!("https://aff.example/img?c={click}\\u0026p=4")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("window.conv='{click}'")),
         "{script}"
     );
     assert!(script.contains("appendChild"));

@@ -43,7 +43,10 @@ pub const MAX_POSTBACK_IPS: usize = 256;
 /// Control-log records after which start-up compacts the log into a snapshot.
 const CONTROL_SNAPSHOT_AFTER_RECORDS: usize = 1024;
 /// Control segments are small: the catalog changes rarely.
-const CONTROL_SEGMENT_BYTES: u64 = 1 << 20;
+const CONTROL_SEGMENT_BYTES: u64 = 2 << 20;
+/// Largest control record: an affiliate with every pixel at its longest template
+/// (32 x 8 KiB) with room to spare.
+const CONTROL_MAX_RECORD_BYTES: u32 = 512 << 10;
 
 /// The shared, in-memory catalog.
 #[derive(Default)]
@@ -83,7 +86,11 @@ impl Catalog {
     }
     /// Every webhook, in ID order (the fan-out order).
     pub fn webhook_list(&self) -> Vec<Arc<Webhook>> {
-        let mut v: Vec<Arc<Webhook>> = self.webhooks.iter().map(|e| Arc::clone(e.value())).collect();
+        let mut v: Vec<Arc<Webhook>> = self
+            .webhooks
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
         v.sort_by_key(|w| w.id);
         v
     }
@@ -172,14 +179,20 @@ fn invalid(field: &str, reason: impl Into<String>) -> AdminError {
 
 fn check_text(field: &str, value: &str) -> Result<(), AdminError> {
     if value.len() > MAX_TEXT_BYTES {
-        return Err(invalid(field, format!("longer than {MAX_TEXT_BYTES} bytes")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_TEXT_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
 
 fn check_url(field: &str, template: &str) -> Result<(), AdminError> {
     if template.len() > MAX_TEMPLATE_BYTES {
-        return Err(invalid(field, format!("longer than {MAX_TEMPLATE_BYTES} bytes")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_TEMPLATE_BYTES} bytes"),
+        ));
     }
     crate::template::validate_url_template(template).map_err(|reason| invalid(field, reason))
 }
@@ -198,13 +211,22 @@ pub fn validate_campaign(c: &Campaign) -> Result<(), AdminError> {
     check_text("name", &c.name)?;
     check_url("landing_url", &c.landing_url)?;
     if !(1..=MAX_COOKIE_LIFE_DAYS).contains(&c.cookie_life_days) {
-        return Err(invalid("cookie_life_days", format!("must be 1..={MAX_COOKIE_LIFE_DAYS}")));
+        return Err(invalid(
+            "cookie_life_days",
+            format!("must be 1..={MAX_COOKIE_LIFE_DAYS}"),
+        ));
     }
     if c.unique_window_hours > MAX_WINDOW_HOURS {
-        return Err(invalid("unique_window_hours", format!("at most {MAX_WINDOW_HOURS}")));
+        return Err(invalid(
+            "unique_window_hours",
+            format!("at most {MAX_WINDOW_HOURS}"),
+        ));
     }
     if c.backup_window_hours > MAX_WINDOW_HOURS {
-        return Err(invalid("backup_window_hours", format!("at most {MAX_WINDOW_HOURS}")));
+        return Err(invalid(
+            "backup_window_hours",
+            format!("at most {MAX_WINDOW_HOURS}"),
+        ));
     }
     check_money("revenue", c.revenue)?;
     check_money("payout", c.payout)?;
@@ -214,7 +236,10 @@ pub fn validate_campaign(c: &Campaign) -> Result<(), AdminError> {
     check_currency("currency", &c.currency)?;
     check_text("postback_token", &c.postback_token)?;
     if c.postback_ips.len() > MAX_POSTBACK_IPS {
-        return Err(invalid("postback_ips", format!("at most {MAX_POSTBACK_IPS} entries")));
+        return Err(invalid(
+            "postback_ips",
+            format!("at most {MAX_POSTBACK_IPS} entries"),
+        ));
     }
     Ok(())
 }
@@ -234,18 +259,27 @@ pub fn validate_affiliate(a: &Affiliate) -> Result<(), AdminError> {
     }
     check_text("name", &a.name)?;
     if a.pixels.len() > MAX_PIXELS_PER_AFFILIATE {
-        return Err(invalid("pixels", format!("at most {MAX_PIXELS_PER_AFFILIATE}")));
+        return Err(invalid(
+            "pixels",
+            format!("at most {MAX_PIXELS_PER_AFFILIATE}"),
+        ));
     }
     for (i, p) in a.pixels.iter().enumerate() {
         let field = format!("pixels[{i}]");
         if p.campaign == Some(0) {
-            return Err(invalid(&format!("{field}.campaign"), "must be a positive integer"));
+            return Err(invalid(
+                &format!("{field}.campaign"),
+                "must be a positive integer",
+            ));
         }
         match p.kind {
             PixelKind::Server | PixelKind::Image => {
                 check_url(&format!("{field}.url"), &p.url)?;
                 if !p.html.is_empty() {
-                    return Err(invalid(&format!("{field}.html"), "only iframe and js pixels take html"));
+                    return Err(invalid(
+                        &format!("{field}.html"),
+                        "only iframe and js pixels take html",
+                    ));
                 }
             }
             PixelKind::Iframe | PixelKind::Js => {
@@ -261,10 +295,16 @@ pub fn validate_affiliate(a: &Affiliate) -> Result<(), AdminError> {
             }
         }
         if p.kind != PixelKind::Server && p.method == HttpMethod::Post {
-            return Err(invalid(&format!("{field}.method"), "only server pixels can POST"));
+            return Err(invalid(
+                &format!("{field}.method"),
+                "only server pixels can POST",
+            ));
         }
         if p.fire_on.is_empty() {
-            return Err(invalid(&format!("{field}.fire_on"), "must name at least one status"));
+            return Err(invalid(
+                &format!("{field}.fire_on"),
+                "must name at least one status",
+            ));
         }
     }
     Ok(())
@@ -284,7 +324,10 @@ pub fn validate_webhook(w: &Webhook) -> Result<(), AdminError> {
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .is_some_and(|k| !k.is_empty() && k.len() <= 64);
         if !ok {
-            return Err(invalid("secret", "must be whsec_ followed by base64 of 1..=64 bytes"));
+            return Err(invalid(
+                "secret",
+                "must be whsec_ followed by base64 of 1..=64 bytes",
+            ));
         }
     }
     if w.fire_on.is_empty() {
@@ -330,13 +373,18 @@ pub struct ControlLog {
 impl ControlLog {
     /// Opens `dir`, recovers the catalog into `catalog`, and creates the fingerprint key on
     /// first start.
-    pub fn open(dir: &Path, catalog: &Catalog) -> Result<ControlLog, crate::Error> {
+    pub fn open(
+        storage: &crate::layout::StorageFactory,
+        dir: &Path,
+        catalog: &Catalog,
+    ) -> Result<ControlLog, crate::Error> {
         let options = wal::Options {
             segment_size_bytes: CONTROL_SEGMENT_BYTES,
+            max_record_bytes: CONTROL_MAX_RECORD_BYTES,
             sync: wal::SyncPolicy::Always,
             ..wal::Options::default()
         };
-        let (wal, recovered) = wal::Wal::open(dir, options)?;
+        let (wal, recovered) = crate::layout::open_log(storage, dir, options)?;
         let mut log = ControlLog {
             wal,
             file_seen: HashMap::new(),
@@ -360,14 +408,15 @@ impl ControlLog {
             };
         }
         for record in &recovered.records {
-            let rec = codec::decode_control_record(record.kind, &record.payload).map_err(|e| {
-                crate::Error::Config(format!("control record {}: {e}", record.lsn))
-            })?;
+            let rec = codec::decode_control_record(record.kind, &record.payload)
+                .map_err(|e| crate::Error::Config(format!("control record {}: {e}", record.lsn)))?;
             match rec {
                 ControlRecord::Secret(k) => secret = Some(k),
-                ControlRecord::Put { kind, id, json } => catalog
-                    .apply(kind, id, Some(&json))
-                    .map_err(|e| crate::Error::Config(format!("control record {}: {e}", record.lsn)))?,
+                ControlRecord::Put { kind, id, json } => {
+                    catalog.apply(kind, id, Some(&json)).map_err(|e| {
+                        crate::Error::Config(format!("control record {}: {e}", record.lsn))
+                    })?
+                }
                 ControlRecord::Delete { kind, id } => {
                     let _ = catalog.apply(kind, id, None);
                 }
@@ -401,12 +450,17 @@ impl ControlLog {
         let snap = ControlSnapshot {
             secret: Some(self.key.0),
             entries: catalog.entries(),
-            file_seen: self.file_seen.iter().map(|(&(k, id), &h)| (k, id, h)).collect(),
+            file_seen: self
+                .file_seen
+                .iter()
+                .map(|(&(k, id), &h)| (k, id, h))
+                .collect(),
             reshard_committed: self.reshard.committed,
             reshard_done: self.reshard.done,
         };
         let lsn = self.wal.next_lsn();
-        self.wal.write_snapshot(lsn, &codec::encode_control_snapshot(&snap))
+        self.wal
+            .write_snapshot(lsn, &codec::encode_control_snapshot(&snap))
     }
 
     /// Applies the config file's entries whose file version changed since the last start.
@@ -419,15 +473,18 @@ impl ControlLog {
     ) -> Result<(), crate::Error> {
         let mut entries = Vec::new();
         for c in campaigns {
-            validate_campaign(c).map_err(|e| crate::Error::Config(format!("campaign {}: {e}", c.id)))?;
+            validate_campaign(c)
+                .map_err(|e| crate::Error::Config(format!("campaign {}: {e}", c.id)))?;
             entries.push((CatalogKind::Campaign, c.id, json(c)));
         }
         for a in affiliates {
-            validate_affiliate(a).map_err(|e| crate::Error::Config(format!("affiliate {}: {e}", a.id)))?;
+            validate_affiliate(a)
+                .map_err(|e| crate::Error::Config(format!("affiliate {}: {e}", a.id)))?;
             entries.push((CatalogKind::Affiliate, a.id, json(a)));
         }
         for w in webhooks {
-            validate_webhook(w).map_err(|e| crate::Error::Config(format!("webhook {}: {e}", w.id)))?;
+            validate_webhook(w)
+                .map_err(|e| crate::Error::Config(format!("webhook {}: {e}", w.id)))?;
             entries.push((CatalogKind::Webhook, w.id, json(w)));
         }
         let mut changed = false;
@@ -436,9 +493,15 @@ impl ControlLog {
             if self.file_seen.get(&(kind, id)) == Some(&hash) {
                 continue;
             }
-            self.append(&ControlRecord::Put { kind, id, json: json.clone() })?;
+            self.append(&ControlRecord::Put {
+                kind,
+                id,
+                json: json.clone(),
+            })?;
             self.append(&ControlRecord::FileSeen { kind, id, hash })?;
-            catalog.apply(kind, id, Some(&json)).map_err(crate::Error::Config)?;
+            catalog
+                .apply(kind, id, Some(&json))
+                .map_err(crate::Error::Config)?;
             self.file_seen.insert((kind, id), hash);
             changed = true;
         }
@@ -456,19 +519,37 @@ impl ControlLog {
         id: u32,
         json: String,
     ) -> Result<(), AdminError> {
-        let limit = if kind == CatalogKind::Webhook { MAX_WEBHOOKS } else { MAX_CATALOG_ENTRIES };
+        let limit = if kind == CatalogKind::Webhook {
+            MAX_WEBHOOKS
+        } else {
+            MAX_CATALOG_ENTRIES
+        };
         if !catalog.contains(kind, id) && catalog.len(kind) >= limit {
-            return Err(invalid("id", format!("the catalog holds at most {limit} of these")));
+            return Err(invalid(
+                "id",
+                format!("the catalog holds at most {limit} of these"),
+            ));
         }
-        let rec = ControlRecord::Put { kind, id, json: json.clone() };
+        let rec = ControlRecord::Put {
+            kind,
+            id,
+            json: json.clone(),
+        };
         self.append(&rec)
             .and_then(|_| self.wal.commit())
             .map_err(|e| AdminError::Unavailable(e.to_string()))?;
-        catalog.apply(kind, id, Some(&json)).map_err(|e| AdminError::Unavailable(e))
+        catalog
+            .apply(kind, id, Some(&json))
+            .map_err(AdminError::Unavailable)
     }
 
     /// Deletes an entry durably, then makes the deletion visible.
-    pub fn delete(&mut self, catalog: &Catalog, kind: CatalogKind, id: u32) -> Result<(), AdminError> {
+    pub fn delete(
+        &mut self,
+        catalog: &Catalog,
+        kind: CatalogKind,
+        id: u32,
+    ) -> Result<(), AdminError> {
         if !catalog.contains(kind, id) {
             return Err(AdminError::NotFound);
         }

@@ -199,15 +199,30 @@ pub enum ControlRecord {
     /// The fingerprint key, written once when the data directory is created.
     Secret([u8; 16]),
     /// A catalog entry created or replaced (JSON of the config type).
-    Put { kind: CatalogKind, id: u32, json: String },
-    Delete { kind: CatalogKind, id: u32 },
+    Put {
+        kind: CatalogKind,
+        id: u32,
+        json: String,
+    },
+    Delete {
+        kind: CatalogKind,
+        id: u32,
+    },
     /// The config file's version (hash of its JSON) of an entry, as last applied.
-    FileSeen { kind: CatalogKind, id: u32, hash: u64 },
+    FileSeen {
+        kind: CatalogKind,
+        id: u32,
+        hash: u64,
+    },
     /// Commit point of a shard-count change: the new shards are complete in the staging
     /// directory; finishing means moving them into place.
-    ReshardCommitted { shards: u32 },
+    ReshardCommitted {
+        shards: u32,
+    },
     /// The new shards are in place and the old ones gone.
-    ReshardDone { shards: u32 },
+    ReshardDone {
+        shards: u32,
+    },
 }
 
 /// A click in a snapshot, its sub IDs and extras by index into the snapshot's tails.
@@ -251,15 +266,29 @@ pub struct CountersRec {
 }
 
 impl CountersRec {
+    /// Adds `other`. Wrapping on purpose: a shard's counters are a *partial* sum. After a
+    /// reshard a counter may live on another shard than the conversions it counts, so a
+    /// later status change can take one shard's partial below zero; with wrapping
+    /// arithmetic the sum over all shards (what reports show) is still exact.
     pub fn add(&mut self, other: &CountersRec) {
-        self.impressions += other.impressions;
-        self.unique_impressions += other.unique_impressions;
-        self.clicks += other.clicks;
-        self.unique_clicks += other.unique_clicks;
-        self.conversions += other.conversions;
-        self.approved += other.approved;
-        self.revenue_micros += other.revenue_micros;
-        self.payout_micros += other.payout_micros;
+        self.impressions = self.impressions.wrapping_add(other.impressions);
+        self.unique_impressions = self
+            .unique_impressions
+            .wrapping_add(other.unique_impressions);
+        self.clicks = self.clicks.wrapping_add(other.clicks);
+        self.unique_clicks = self.unique_clicks.wrapping_add(other.unique_clicks);
+        self.conversions = self.conversions.wrapping_add(other.conversions);
+        self.approved = self.approved.wrapping_add(other.approved);
+        self.revenue_micros = self.revenue_micros.wrapping_add(other.revenue_micros);
+        self.payout_micros = self.payout_micros.wrapping_add(other.payout_micros);
+    }
+
+    /// Subtracts a conversion's contribution (see [`CountersRec::add`] on wrapping).
+    pub fn sub_conversions(&mut self, other: &CountersRec) {
+        self.conversions = self.conversions.wrapping_sub(other.conversions);
+        self.approved = self.approved.wrapping_sub(other.approved);
+        self.revenue_micros = self.revenue_micros.wrapping_sub(other.revenue_micros);
+        self.payout_micros = self.payout_micros.wrapping_sub(other.payout_micros);
     }
 }
 
@@ -296,12 +325,11 @@ fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| {
-        DecodeError {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if used != bytes.len() {
         return Err(DecodeError {
             what,

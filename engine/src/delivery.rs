@@ -35,14 +35,24 @@ impl Macros for MacroValues<'_> {
             Some(Field::ConversionId) => owned(self.conversion_id.clone().unwrap_or_default()),
             Some(Field::CampaignId) => owned(self.campaign_id.to_string()),
             Some(Field::AffiliateId) => owned(self.affiliate_id.to_string()),
-            Some(Field::CreativeId) => owned(self.creative_id.map(|c| c.to_string()).unwrap_or_default()),
-            Some(Field::SidList) => Some(Cow::Borrowed(self.sub_ids.first().map_or("", |s| s.as_str()))),
+            Some(Field::CreativeId) => {
+                owned(self.creative_id.map(|c| c.to_string()).unwrap_or_default())
+            }
+            Some(Field::SidList) => Some(Cow::Borrowed(
+                self.sub_ids.first().map_or("", |s| s.as_str()),
+            )),
             Some(Field::Sid(n)) => Some(Cow::Borrowed(
-                self.sub_ids.get(usize::from(n) - 1).map_or("", |s| s.as_str()),
+                self.sub_ids
+                    .get(usize::from(n) - 1)
+                    .map_or("", |s| s.as_str()),
             )),
             Some(Field::Timestamp) => owned((self.timestamp_ms / 1000).to_string()),
-            Some(Field::Payout) => self.conversion.map(|c| Cow::Owned(crate::money::format(c.payout_micros))),
-            Some(Field::Revenue) => self.conversion.map(|c| Cow::Owned(crate::money::format(c.revenue_micros))),
+            Some(Field::Payout) => self
+                .conversion
+                .map(|c| Cow::Owned(crate::money::format(c.payout_micros))),
+            Some(Field::Revenue) => self
+                .conversion
+                .map(|c| Cow::Owned(crate::money::format(c.revenue_micros))),
             Some(Field::Currency) => self.conversion.map(|c| Cow::Borrowed(c.currency.as_str())),
             Some(Field::Status) => self.status.map(|s| Cow::Borrowed(s.as_str())),
             Some(Field::Event) => self.conversion.map(|c| Cow::Borrowed(c.event.as_str())),
@@ -170,7 +180,11 @@ pub fn deliveries_for(
 /// Browser pixels for `iframe` and `js` answers (none for `img` and `s2s`: LinkTrust's
 /// compliance rule): the affiliate's campaign-level browser pixels if any, else its
 /// global ones, that fire on the conversion's status.
-pub fn browser_pixels(catalog: &Catalog, c: &ConversionRec, pixel_type: PixelType) -> Vec<BrowserPixel> {
+pub fn browser_pixels(
+    catalog: &Catalog,
+    c: &ConversionRec,
+    pixel_type: PixelType,
+) -> Vec<BrowserPixel> {
     if !matches!(pixel_type, PixelType::Iframe | PixelType::Js) || !c.counted {
         return Vec::new();
     }

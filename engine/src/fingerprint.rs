@@ -74,6 +74,9 @@ mod tests {
             assert_ne!(base, key.fingerprint(&other), "{other:?}");
         }
         let other_key = FingerprintKey([8; 16]);
-        assert_ne!(base, other_key.fingerprint(&visitor("10.0.0.1", "UA", "en")));
+        assert_ne!(
+            base,
+            other_key.fingerprint(&visitor("10.0.0.1", "UA", "en"))
+        );
     }
 }

@@ -2,6 +2,48 @@
 //! real-time stats, and persist through the `wal` crate; the dispatcher fans conversions
 //! out to affiliate pixels and webhooks. The engine knows nothing of HTTP parsing: the
 //! server hands it [`api`] requests and turns the outcomes into answers.
+//!
+//! # Design
+//!
+//! **Shards.** `storage.shards` actors, each on its own OS thread with a bounded mailbox
+//! (`send().await` is the back-pressure), each owning one log (`data_dir/shard-NNN/`) and a
+//! slice of the state: clicks (fixed-size records in chunks, sub IDs and extras interned),
+//! the click-ID and fingerprint indexes, impressions' uniqueness index, conversions with
+//! their deliveries, and stats counters. A batch of commands is applied, committed with one
+//! `commit()` (group commit), then answered: nothing is acknowledged before it is durable
+//! under `sync = always`. A failed commit poisons the shard (clicks untracked, conversions
+//! 503, health not ready with the reason, logged once).
+//!
+//! **Routing.** IDs carry a 16-bit route key; the owner is `route_key % shard_count`, for
+//! any count, so nothing needs a lookup table ([`ids`]). A click's route key is the top of
+//! the visitor's fingerprint, so its clicks and fingerprint index live together; a
+//! conversion takes its click's key (or a hash of campaign and affiliate when it has no
+//! click), so a click is redeemed on one shard, serialised: exactly once per event under
+//! concurrent posts. A delivery's ID is `<conversion id>.<seq>`.
+//!
+//! **Attribution** walks SPEC 2.3's order in [`Engine::convert`], asking the owning shard of
+//! each candidate (click ID, cookies, fingerprint, AFID pair); the first shard that matches
+//! decides and records. Merchant-reference dedupe is global (a `DashMap` reservation made by
+//! the recording shard, released if its write fails).
+//!
+//! **Catalog.** Campaigns, affiliates and webhooks live in `DashMap`s read by every shard,
+//! persisted in the control log (`data_dir/control/`) with the fingerprint key. A config
+//! file entry is applied at start-up only when the file's version of it changed since the
+//! last start, so admin changes survive restarts and edited file entries win once.
+//!
+//! **Deliveries** (durable outbox) are computed when a counted conversion is recorded (or
+//! its status changes) and written in the same WAL record; they are handed to the
+//! [`dispatcher::Dispatcher`] after the commit, every `AttemptReport` is routed back to the
+//! owning shard and appended, and pending deliveries are resubmitted after recovery.
+//!
+//! **Snapshots** are written per shard every `storage.snapshot_every_records` records; they
+//! drop clicks past the longest cookie life and let the log delete old segments.
+//! **Resharding** at start-up re-routes every record to the new shard count with a
+//! crash-safe protocol ([`layout`]).
+//!
+//! **Bytes on disk** are encoded in one module ([`codec`], bincode 2, versioned by record
+//! kind and snapshot format byte). **Money** is integer micro-units inside, `f64` at the
+//! API. **Time** comes from a [`Clock`].
 
 pub mod api;
 mod catalog;
@@ -32,7 +74,7 @@ use crate::codec::{CatalogKind, ClickRec, ImpressionRec};
 use crate::dispatcher::Dispatcher;
 use crate::fingerprint::FingerprintKey;
 use crate::ids::{pair_route_key, shard_of, DeliveryId, Id};
-use crate::shard::{Cmd, ConvInput, ConvReply, ConversionFilter, How, Shared, ShardActor};
+use crate::shard::{Cmd, ConvInput, ConvReply, ConversionFilter, How, ShardActor, Shared};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,6 +117,8 @@ pub struct Health {
     pub fault: Option<String>,
 }
 
+/// How long shutdown waits for the last attempt reports to reach their shards.
+const ROUTER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default page size of `conversions` and `deliveries`.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page of `conversions` and `deliveries`: bounds one answer's memory.
@@ -96,6 +140,8 @@ struct Inner {
     dispatcher: Dispatcher,
     key: FingerprintKey,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The attempt-report router; shutdown waits for it to drain.
+    router: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shut_down: std::sync::atomic::AtomicBool,
 }
 
@@ -117,9 +163,9 @@ fn wal_options(storage: &StorageConfig) -> wal::Options {
         segment_size_bytes: storage.segment_size_bytes,
         sync: match storage.sync {
             SyncMode::Always => wal::SyncPolicy::Always,
-            SyncMode::Interval => {
-                wal::SyncPolicy::Interval(std::time::Duration::from_millis(storage.sync_interval_ms))
-            }
+            SyncMode::Interval => wal::SyncPolicy::Interval(std::time::Duration::from_millis(
+                storage.sync_interval_ms,
+            )),
             SyncMode::Never => wal::SyncPolicy::Never,
         },
         ..wal::Options::default()
@@ -227,6 +273,26 @@ impl Engine {
     /// starts the shard actors and the dispatcher. Blocking; call before serving, from
     /// within a tokio runtime (the dispatcher and the attempt-report router run on it).
     pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+        Self::open_with(config, clock, dispatcher::DispatchOptions::default())
+    }
+
+    /// [`Engine::open`] with explicit dispatcher options (short retry schedules in tests).
+    pub fn open_with(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+    ) -> Result<Engine, Error> {
+        Self::open_on(config, clock, dispatch_options, layout::real_files())
+    }
+
+    /// [`Engine::open_with`] on any storage for the logs (tests inject disk faults with the
+    /// wal crate's simulated disk).
+    pub fn open_on(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+        log_storage: layout::StorageFactory,
+    ) -> Result<Engine, Error> {
         let started = std::time::Instant::now();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must run within a tokio runtime".into()))?;
@@ -236,19 +302,32 @@ impl Engine {
             n => n,
         };
         if shard_count > layout::MAX_SHARDS {
-            return Err(Error::Config(format!("storage.shards: at most {}", layout::MAX_SHARDS)));
+            return Err(Error::Config(format!(
+                "storage.shards: at most {}",
+                layout::MAX_SHARDS
+            )));
         }
         if storage.segment_size_bytes < MIN_SEGMENT_BYTES {
-            return Err(Error::Config(format!("storage.segment_size_bytes: at least {MIN_SEGMENT_BYTES}")));
+            return Err(Error::Config(format!(
+                "storage.segment_size_bytes: at least {MIN_SEGMENT_BYTES}"
+            )));
         }
         if storage.sync == SyncMode::Interval && storage.sync_interval_ms == 0 {
-            return Err(Error::Config("storage.sync_interval_ms: must be positive".into()));
+            return Err(Error::Config(
+                "storage.sync_interval_ms: must be positive".into(),
+            ));
         }
         let data_dir = storage.data_dir.clone();
         layout::ensure_data_dir(&data_dir)?;
         let catalog = Arc::new(Catalog::default());
-        let mut control = ControlLog::open(&layout::control_dir(&data_dir), &catalog)?;
-        control.seed(&catalog, &config.campaigns, &config.affiliates, &config.webhooks)?;
+        let mut control =
+            ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
+        control.seed(
+            &catalog,
+            &config.campaigns,
+            &config.affiliates,
+            &config.webhooks,
+        )?;
         if let Some(n) = control.reshard.unfinished() {
             layout::finish_reshard(&data_dir, n as usize)?;
             control.mark_reshard(codec::ControlRecord::ReshardDone { shards: n })?;
@@ -256,17 +335,28 @@ impl Engine {
         let options = wal_options(storage);
         let existing = layout::existing_shards(&data_dir)?;
         if existing != 0 && existing != shard_count {
-            recovery::reshard(&data_dir, existing, shard_count, &options, &mut control)?;
+            recovery::reshard(
+                &data_dir,
+                existing,
+                shard_count,
+                &options,
+                &mut control,
+                &log_storage,
+            )?;
         } else {
             layout::clear_staging(&data_dir)?;
         }
         let mut opened = Vec::with_capacity(shard_count);
         let mut records = 0u64;
         for i in 0..shard_count {
-            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options)?;
+            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options, &log_storage)?;
             records += report.records;
             if report.torn_tail_bytes > 0 {
-                tracing::warn!(shard = i, bytes = report.torn_tail_bytes, "torn tail truncated");
+                tracing::warn!(
+                    shard = i,
+                    bytes = report.torn_tail_bytes,
+                    "torn tail truncated"
+                );
             }
             opened.push((wal, state));
         }
@@ -291,7 +381,12 @@ impl Engine {
         let (report_tx, mut report_rx) = mpsc::unbounded_channel();
         let dispatcher = {
             let _guard = runtime.enter();
-            Dispatcher::spawn(config.dispatch.clone(), Arc::clone(&clock), report_tx)
+            Dispatcher::spawn_with(
+                config.dispatch.clone(),
+                dispatch_options,
+                Arc::clone(&clock),
+                report_tx,
+            )
         };
         let mut senders = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
@@ -301,7 +396,9 @@ impl Engine {
                 shard::ShardSettings {
                     index: i,
                     sync_interval: match storage.sync {
-                        SyncMode::Interval => Some(std::time::Duration::from_millis(storage.sync_interval_ms)),
+                        SyncMode::Interval => {
+                            Some(std::time::Duration::from_millis(storage.sync_interval_ms))
+                        }
                         _ => None,
                     },
                     snapshot_every_records: storage.snapshot_every_records.max(1),
@@ -313,7 +410,18 @@ impl Engine {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i:03}"))
-                .spawn(move || actor.run(rx))
+                .spawn({
+                    let shared = Arc::clone(&shared);
+                    move || {
+                        // A bug must not silently take a shard away: report it as a fault.
+                        let run = std::panic::AssertUnwindSafe(move || actor.run(rx));
+                        if std::panic::catch_unwind(run).is_err() {
+                            shared
+                                .health
+                                .fault(format!("shard {i} stopped after a panic"));
+                        }
+                    }
+                })
                 .map_err(|e| Error::Io {
                     path: layout::shard_dir(&data_dir, i),
                     source: e,
@@ -325,7 +433,7 @@ impl Engine {
         let shards = Arc::new(senders);
         // Routes each attempt report to the shard that owns the delivery, which persists it.
         let weak = Arc::downgrade(&shards);
-        runtime.spawn(async move {
+        let router = runtime.spawn(async move {
             while let Some(report) = report_rx.recv().await {
                 let Some(shards) = weak.upgrade() else { break };
                 let Some(id) = DeliveryId::parse(&report.delivery_id) else {
@@ -340,7 +448,12 @@ impl Engine {
         let elapsed = started.elapsed();
         metrics::gauge!("clicktrail_recovery_seconds").set(elapsed.as_secs_f64());
         metrics::gauge!("clicktrail_recovered_records").set(records as f64);
-        tracing::info!(shards = shard_count, records, ms = elapsed.as_millis() as u64, "engine recovered");
+        tracing::info!(
+            shards = shard_count,
+            records,
+            ms = elapsed.as_millis() as u64,
+            "engine recovered"
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
                 shards,
@@ -349,6 +462,7 @@ impl Engine {
                 dispatcher,
                 key,
                 threads: Mutex::new(threads),
+                router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -363,7 +477,11 @@ impl Engine {
     }
 
     /// Sends a command to a shard and awaits its answer; `None` when the shard is gone.
-    async fn ask<T>(&self, shard: usize, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+    async fn ask<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let sender = self.inner.shards.get(shard)?;
         sender.send(make(tx)).await.ok()?;
@@ -371,7 +489,10 @@ impl Engine {
     }
 
     /// Asks every shard and collects the answers.
-    async fn ask_all<T>(&self, make: impl Fn(oneshot::Sender<T>) -> Cmd) -> Result<Vec<T>, AdminError> {
+    async fn ask_all<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<Vec<T>, AdminError> {
         let mut pending = Vec::with_capacity(self.shard_count());
         for sender in self.inner.shards.iter() {
             let (tx, rx) = oneshot::channel();
@@ -408,7 +529,8 @@ impl Engine {
     /// Records a click (durably, per the sync policy) and returns where to send the visitor.
     pub async fn click(&self, request: ClickRequest) -> Result<ClickOutcome, Rejection> {
         let campaign = self.check_source(&request.source).inspect_err(|r| {
-            metrics::counter!("clicktrail_clicks_rejected_total", "reason" => r.as_str()).increment(1);
+            metrics::counter!("clicktrail_clicks_rejected_total", "reason" => r.as_str())
+                .increment(1);
         })?;
         let source = bound_source(request.source);
         let now = self.now_ms();
@@ -458,7 +580,10 @@ impl Engine {
             cookie: cookie_here,
             cookie_recent_elsewhere,
         };
-        match self.ask(shard, |reply| Cmd::Click(Box::new(draft), reply)).await {
+        match self
+            .ask(shard, |reply| Cmd::Click(Box::new(draft), reply))
+            .await
+        {
             Some(Ok(unique)) => {
                 metrics::counter!("clicktrail_clicks_total", "unique" => if unique { "true" } else { "false" }).increment(1);
                 Ok(ClickOutcome::Tracked {
@@ -481,7 +606,8 @@ impl Engine {
     /// Counts an impression. Errors are reasons for metrics; the caller still answers a gif.
     pub async fn impression(&self, request: ImpressionRequest) -> Result<(), Rejection> {
         let campaign = self.check_source(&request.source).inspect_err(|r| {
-            metrics::counter!("clicktrail_impressions_rejected_total", "reason" => r.as_str()).increment(1);
+            metrics::counter!("clicktrail_impressions_rejected_total", "reason" => r.as_str())
+                .increment(1);
         })?;
         let source = bound_source(request.source);
         let fingerprint = self.inner.key.fingerprint(&request.visitor);
@@ -522,11 +648,19 @@ impl Engine {
     async fn convert_inner(&self, mut req: ConversionRequest) -> ConversionOutcome {
         let invalid = |field: &str| ConversionOutcome::refused(OutcomeStatus::Invalid, field);
         let event = req.event.trim();
-        let event = if event.is_empty() { "sale".to_string() } else { event.to_string() };
+        let event = if event.is_empty() {
+            "sale".to_string()
+        } else {
+            event.to_string()
+        };
         if event.len() > MAX_VALUE_BYTES {
             return invalid("Event");
         }
-        if req.merchant_ref.as_ref().is_some_and(|r| r.len() > MAX_VALUE_BYTES) {
+        if req
+            .merchant_ref
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_VALUE_BYTES)
+        {
             return invalid("MerchantReferenceID");
         }
         let micros = |v: Option<f64>| v.map(money::to_micros);
@@ -570,11 +704,13 @@ impl Engine {
             total_sales_micros: total.flatten(),
             fingerprint,
         });
-        let unavailable = || ConversionOutcome::refused(OutcomeStatus::Unavailable, "storage unavailable");
+        let unavailable =
+            || ConversionOutcome::refused(OutcomeStatus::Unavailable, "storage unavailable");
         let ask = |shard: usize, how: How| {
             let input = Arc::clone(&input);
             async move {
-                self.ask(shard, |reply| Cmd::Convert(input, how, reply)).await
+                self.ask(shard, |reply| Cmd::Convert(input, how, reply))
+                    .await
             }
         };
         // 1. ClickID given: that click, or an answer about it.
@@ -584,7 +720,9 @@ impl Engine {
             };
             return match ask(id.shard(n), How::ClickId(id)).await {
                 Some(ConvReply::Done(o)) => o,
-                Some(ConvReply::NoMatch(reason)) => ConversionOutcome::refused(OutcomeStatus::UnknownClick, reason),
+                Some(ConvReply::NoMatch(reason)) => {
+                    ConversionOutcome::refused(OutcomeStatus::UnknownClick, reason)
+                }
                 None => unavailable(),
             };
         }
@@ -623,7 +761,9 @@ impl Engine {
         };
         match ask(shard, how).await {
             Some(ConvReply::Done(o)) => o,
-            Some(ConvReply::NoMatch(reason)) => ConversionOutcome::refused(OutcomeStatus::Invalid, reason),
+            Some(ConvReply::NoMatch(reason)) => {
+                ConversionOutcome::refused(OutcomeStatus::Invalid, reason)
+            }
             None => unavailable(),
         }
     }
@@ -649,7 +789,10 @@ impl Engine {
             .await
             .inspect_err(|e| {
                 if let AdminError::Unavailable(reason) = e {
-                    self.inner.shared.health.fault(format!("control log: {reason}"));
+                    self.inner
+                        .shared
+                        .health
+                        .fault(format!("control log: {reason}"));
                 }
             })
     }
@@ -658,14 +801,20 @@ impl Engine {
         self.inner.shared.catalog.campaigns()
     }
     pub fn campaign(&self, id: u32) -> Option<Campaign> {
-        self.inner.shared.catalog.campaign(id).map(|c| c.as_ref().clone())
+        self.inner
+            .shared
+            .catalog
+            .campaign(id)
+            .map(|c| c.as_ref().clone())
     }
     /// Creates or replaces; durable before it returns; takes effect at once.
     pub async fn put_campaign(&self, mut campaign: Campaign) -> Result<Campaign, AdminError> {
         campaign.currency = campaign.currency.to_ascii_uppercase();
         catalog::validate_campaign(&campaign)?;
-        let json = serde_json::to_string(&campaign).map_err(|e| admin_invalid("campaign", e.to_string()))?;
-        self.put_entry(CatalogKind::Campaign, campaign.id, json).await?;
+        let json = serde_json::to_string(&campaign)
+            .map_err(|e| admin_invalid("campaign", e.to_string()))?;
+        self.put_entry(CatalogKind::Campaign, campaign.id, json)
+            .await?;
         Ok(campaign)
     }
     pub async fn delete_campaign(&self, id: u32) -> Result<(), AdminError> {
@@ -676,12 +825,18 @@ impl Engine {
         self.inner.shared.catalog.affiliates()
     }
     pub fn affiliate(&self, id: u32) -> Option<Affiliate> {
-        self.inner.shared.catalog.affiliate(id).map(|a| a.as_ref().clone())
+        self.inner
+            .shared
+            .catalog
+            .affiliate(id)
+            .map(|a| a.as_ref().clone())
     }
     pub async fn put_affiliate(&self, affiliate: Affiliate) -> Result<Affiliate, AdminError> {
         catalog::validate_affiliate(&affiliate)?;
-        let json = serde_json::to_string(&affiliate).map_err(|e| admin_invalid("affiliate", e.to_string()))?;
-        self.put_entry(CatalogKind::Affiliate, affiliate.id, json).await?;
+        let json = serde_json::to_string(&affiliate)
+            .map_err(|e| admin_invalid("affiliate", e.to_string()))?;
+        self.put_entry(CatalogKind::Affiliate, affiliate.id, json)
+            .await?;
         Ok(affiliate)
     }
     pub async fn delete_affiliate(&self, id: u32) -> Result<(), AdminError> {
@@ -692,12 +847,18 @@ impl Engine {
         self.inner.shared.catalog.webhooks()
     }
     pub fn webhook(&self, id: u32) -> Option<Webhook> {
-        self.inner.shared.catalog.webhook(id).map(|w| w.as_ref().clone())
+        self.inner
+            .shared
+            .catalog
+            .webhook(id)
+            .map(|w| w.as_ref().clone())
     }
     pub async fn put_webhook(&self, webhook: Webhook) -> Result<Webhook, AdminError> {
         catalog::validate_webhook(&webhook)?;
-        let json = serde_json::to_string(&webhook).map_err(|e| admin_invalid("webhook", e.to_string()))?;
-        self.put_entry(CatalogKind::Webhook, webhook.id, json).await?;
+        let json =
+            serde_json::to_string(&webhook).map_err(|e| admin_invalid("webhook", e.to_string()))?;
+        self.put_entry(CatalogKind::Webhook, webhook.id, json)
+            .await?;
         Ok(webhook)
     }
     pub async fn delete_webhook(&self, id: u32) -> Result<(), AdminError> {
@@ -710,9 +871,11 @@ impl Engine {
     /// The click with its conversions and their audits; `None` for unknown or malformed IDs.
     pub async fn click_view(&self, click_id: &str) -> Option<ClickView> {
         let id = Id::parse(click_id)?;
-        self.ask(id.shard(self.shard_count()), |reply| Cmd::ClickView(id, reply))
-            .await
-            .flatten()
+        self.ask(id.shard(self.shard_count()), |reply| {
+            Cmd::ClickView(id, reply)
+        })
+        .await
+        .flatten()
     }
 
     pub async fn conversions(&self, query: ConversionQuery) -> Result<ConversionPage, AdminError> {
@@ -720,15 +883,18 @@ impl Engine {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let after = match &query.cursor {
-            None => None,
-            Some(text) => {
-                let parsed = text
-                    .split_once('.')
-                    .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, Id::parse(id)?)));
-                Some(parsed.ok_or_else(|| admin_invalid("cursor", "not a cursor from a previous page"))?)
-            }
-        };
+        let after =
+            match &query.cursor {
+                None => None,
+                Some(text) => {
+                    let parsed = text
+                        .split_once('.')
+                        .and_then(|(t, id)| Some((t.parse::<u64>().ok()?, Id::parse(id)?)));
+                    Some(parsed.ok_or_else(|| {
+                        admin_invalid("cursor", "not a cursor from a previous page")
+                    })?)
+                }
+            };
         let from_ms = query.from.map_or(0, |d| d.start_ms());
         let to_ms = query.to.map_or(u64::MAX, |d| d.start_ms() + 86_400_000 - 1);
         if from_ms > to_ms {
@@ -749,7 +915,7 @@ impl Engine {
             .into_iter()
             .flatten()
             .collect();
-        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        all.sort_by_key(|a| (a.0, a.1));
         let next_cursor = (all.len() > limit).then(|| {
             let (t, id, _) = &all[limit - 1];
             format!("{t}.{id}")
@@ -768,9 +934,11 @@ impl Engine {
         status: ConversionStatus,
     ) -> Result<ConversionView, AdminError> {
         let id = Id::parse(conversion_id).ok_or(AdminError::NotFound)?;
-        self.ask(id.shard(self.shard_count()), |reply| Cmd::SetStatus(id, status, reply))
-            .await
-            .ok_or_else(unavailable)?
+        self.ask(id.shard(self.shard_count()), |reply| {
+            Cmd::SetStatus(id, status, reply)
+        })
+        .await
+        .ok_or_else(unavailable)?
     }
 
     pub async fn deliveries(
@@ -796,9 +964,11 @@ impl Engine {
     /// Queues a new attempt of a delivery (any state), keeping its ID.
     pub async fn replay_delivery(&self, delivery_id: &str) -> Result<DeliveryView, AdminError> {
         let id = DeliveryId::parse(delivery_id).ok_or(AdminError::NotFound)?;
-        self.ask(id.conversion.shard(self.shard_count()), |reply| Cmd::Replay(id, reply))
-            .await
-            .ok_or_else(unavailable)?
+        self.ask(id.conversion.shard(self.shard_count()), |reply| {
+            Cmd::Replay(id, reply)
+        })
+        .await
+        .ok_or_else(unavailable)?
     }
 
     /// Real-time report: counters grouped by the query's keys, with SPEC 3's ratios.
@@ -831,6 +1001,16 @@ impl Engine {
 
     // ---- operations --------------------------------------------------------------------
 
+    /// Clicks held in memory and the bytes of their store and indexes (click records,
+    /// click-ID and fingerprint tables), summed over shards; for the memory figure.
+    pub async fn click_memory(&self) -> (usize, usize) {
+        self.ask_all(Cmd::Memory)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .fold((0, 0), |(c, b), (c2, b2)| (c + c2, b + b2))
+    }
+
     pub fn health(&self) -> Health {
         self.inner.shared.health.health()
     }
@@ -845,8 +1025,25 @@ impl Engine {
             return;
         }
         self.inner.dispatcher.shutdown().await;
+        // The dispatcher has stopped; once its last report sender is gone the router ends,
+        // having handed every report to its shard. Bounded: a stuck sender must not stop
+        // the logs from being synced (unpersisted attempts are simply retried after restart).
+        let router = self
+            .inner
+            .router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(router) = router {
+            let _ = tokio::time::timeout(ROUTER_DRAIN_TIMEOUT, router).await;
+        }
         let _ = self.ask_all(Cmd::Shutdown).await;
-        let _ = self.control(|log, _| log.sync().map_err(|e| AdminError::Unavailable(e.to_string()))).await;
+        let _ = self
+            .control(|log, _| {
+                log.sync()
+                    .map_err(|e| AdminError::Unavailable(e.to_string()))
+            })
+            .await;
         self.inner.shared.health.set_ready(false);
     }
 }

@@ -51,7 +51,12 @@ mod tests {
         assert_eq!(to_micros(f64::INFINITY), None);
         assert_eq!(to_micros(2e9), None);
         assert_eq!(percent_of(25_000_000, 10.0), 2_500_000);
-        for (m, text) in [(4_000_000, "4.00"), (4_125_000, "4.125"), (1, "0.000001"), (0, "0.00")] {
+        for (m, text) in [
+            (4_000_000, "4.00"),
+            (4_125_000, "4.125"),
+            (1, "0.000001"),
+            (0, "0.00"),
+        ] {
             assert_eq!(format(m), text);
         }
     }

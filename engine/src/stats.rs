@@ -122,7 +122,10 @@ fn counter_fields(c: &CountersRec, out: &mut Map<String, Value>) {
         ("ctr", json!(ratio(v.clicks as f64, v.impressions as f64))),
         ("cr", json!(ratio(v.conversions as f64, v.clicks as f64))),
         ("epc", json!(ratio(v.payout, v.clicks as f64))),
-        ("ecpm", json!(ratio(1000.0 * v.payout, v.impressions as f64))),
+        (
+            "ecpm",
+            json!(ratio(1000.0 * v.payout, v.impressions as f64)),
+        ),
     ];
     for (name, value) in fields {
         out.insert(name.to_string(), value);
@@ -257,12 +260,15 @@ mod tests {
             payout_micros: pay,
         };
         let group_by = vec![GroupKey::Campaign, GroupKey::Sid1];
-        let input = vec![
+        let input = [
             (key(1, 1, "a"), c(4, 3, 1, 10_000_000, 4_000_000)),
             (key(2, 1, "a"), c(4, 4, 1, 10_000_000, 4_000_000)),
             (key(1, 2, "x,\"y\""), c(0, 0, 0, 0, 0)),
         ];
-        let groups = input.iter().map(|(k, c)| (GroupTuple::of(k, &group_by), *c));
+        let groups = input
+            .iter()
+            .map(|(k, c)| (GroupTuple::of(k, &group_by), *c))
+            .collect::<Vec<_>>();
         let r = Report::build(Day(1), Day(2), group_by, groups);
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["from"], "1970-01-02");
@@ -288,6 +294,10 @@ mod tests {
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert!(lines[0].starts_with("campaign_id,sid1,impressions,"));
         assert!(lines[1].starts_with("1,a,20,10,8,7,1,2,2,20.0,8.0,12.0,0.6,"));
-        assert!(lines[2].starts_with("2,\"x,\"\"y\"\"\",10,"), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with("2,\"x,\"\"y\"\"\",10,"),
+            "{}",
+            lines[2]
+        );
     }
 }

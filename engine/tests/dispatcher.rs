@@ -37,6 +37,8 @@ enum Answer {
     WithHeader(u16, &'static str, &'static str),
     /// Never answer (the connection stays open).
     Hang,
+    /// 200 with a body of this many bytes.
+    Big(usize),
 }
 
 /// One request as the sink saw it.
@@ -97,19 +99,22 @@ impl Sink {
                                 .expect("script lock")
                                 .pop_front()
                                 .unwrap_or(fallback);
+                            let mut body = Bytes::from_static(b"ok");
                             let (status, header) = match answer {
                                 Answer::Status(s) => (s, None),
                                 Answer::WithHeader(s, n, v) => (s, Some((n, v))),
                                 Answer::Hang => std::future::pending().await,
+                                Answer::Big(size) => {
+                                    body = Bytes::from(vec![b'x'; size]);
+                                    (200, None)
+                                }
                             };
                             let mut response = Response::builder().status(status);
                             if let Some((name, value)) = header {
                                 response = response.header(name, value);
                             }
                             Ok::<_, hyper::Error>(
-                                response
-                                    .body(Full::new(Bytes::from_static(b"ok")))
-                                    .expect("sink response"),
+                                response.body(Full::new(body)).expect("sink response"),
                             )
                         }
                     });
@@ -243,6 +248,53 @@ async fn delivered_on_the_third_attempt_with_the_same_idempotency_key() {
     }
     assert!(h.stop().await.is_empty());
     assert!(sink.drain().is_empty(), "no request after delivery");
+}
+
+#[tokio::test]
+async fn deliveries_to_one_host_reuse_a_kept_alive_connection() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    for i in 0..5 {
+        h.dispatcher
+            .submit(get(&format!("dlv-{i}"), sink.url("/pb")));
+        assert_eq!(
+            h.report().await.outcome,
+            AttemptOutcome::Delivered { status: 200 }
+        );
+        assert_eq!(
+            sink.next().await.header("idempotency-key"),
+            format!("dlv-{i}")
+        );
+    }
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_answer_is_cut_off_and_still_counts() {
+    let mut sink = Sink::start(vec![Answer::Big(4 << 20)], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    h.dispatcher.submit(get("dlv-big", sink.url("/big")));
+    assert_eq!(
+        h.report().await.outcome,
+        AttemptOutcome::Delivered { status: 200 }
+    );
+    // The cut-off connection is not reused: the next delivery opens a new one.
+    h.dispatcher.submit(get("dlv-next", sink.url("/next")));
+    assert_eq!(
+        h.report().await.outcome,
+        AttemptOutcome::Delivered { status: 200 }
+    );
+    assert_eq!(sink.next().await.path_and_query, "/big");
+    assert_eq!(sink.next().await.path_and_query, "/next");
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    h.stop().await;
 }
 
 #[tokio::test]
@@ -419,6 +471,20 @@ async fn connection_refused_is_a_retried_connect_error() {
     assert!(retrying("connect")(&h.report().await.outcome));
     assert_eq!(h.report().await.outcome, failed("connect"));
     h.stop().await;
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_is_a_retried_tls_error() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    h.dispatcher.submit(get(
+        "dlv-tls",
+        format!("https://127.0.0.1:{}/", sink.addr.port()),
+    ));
+    assert!(retrying("tls")(&h.report().await.outcome));
+    assert_eq!(h.report().await.outcome, failed("tls"));
+    h.stop().await;
+    assert!(sink.drain().is_empty(), "no HTTP request without TLS");
 }
 
 struct Hostile(&'static str);
@@ -731,4 +797,71 @@ async fn the_queue_bound_hands_jobs_back_and_shutdown_refuses_new_work() {
         "scheduled jobs are dropped at shutdown"
     );
     assert_eq!(h.dispatcher.try_submit(future_job.clone()), Err(future_job));
+}
+
+#[tokio::test]
+async fn scheduled_jobs_wait_for_their_time_and_due_ones_go_first() {
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    let mut later = get("later", sink.url("/later"));
+    later.not_before_ms = NOW_MS + 3_600_000;
+    let mut soon = get("soon", sink.url("/soon"));
+    soon.not_before_ms = NOW_MS + 5;
+    h.dispatcher.submit(later);
+    h.dispatcher.submit(soon);
+    let report = h.report().await;
+    assert_eq!(report.delivery_id, "soon");
+    assert_eq!(sink.next().await.path_and_query, "/soon");
+    assert_eq!(
+        h.dispatcher.held_jobs(),
+        1,
+        "the later job is still scheduled"
+    );
+    assert!(h.stop().await.is_empty());
+    assert!(sink.drain().is_empty());
+}
+
+#[tokio::test]
+async fn thousands_of_jobs_are_each_delivered_exactly_once() {
+    const JOBS: usize = 2_000;
+    let mut sink = Sink::start(vec![], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    for i in 0..JOBS {
+        let mut job = get(&format!("dlv-{i}"), sink.url(&format!("/pb?i={i}")));
+        // Spread over a few milliseconds so the heap, not just the lanes, orders them.
+        job.not_before_ms = NOW_MS + (i % 7) as u64;
+        h.dispatcher.submit(job);
+    }
+    let mut delivered = std::collections::HashSet::new();
+    for _ in 0..JOBS {
+        let report = h.report().await;
+        assert_eq!(report.outcome, AttemptOutcome::Delivered { status: 200 });
+        assert!(delivered.insert(report.delivery_id), "reported twice");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..JOBS {
+        assert!(seen.insert(sink.next().await.header("idempotency-key").to_string()));
+    }
+    assert!(h.stop().await.is_empty());
+    assert!(sink.drain().is_empty(), "no request beyond one per job");
+    let opened = sink.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 8, "{opened} connections; per-host bound is 8");
+}
+
+#[tokio::test]
+async fn tens_of_thousands_of_pending_retries_are_held_cheaply_and_dropped_at_shutdown() {
+    let h = start(true, 5_000, options(&[1]));
+    for i in 0..50_000u64 {
+        let mut job = get(
+            &format!("dlv-{i}"),
+            format!("http://h{}.example/pb", i % 100),
+        );
+        job.attempts_made = 3;
+        job.not_before_ms = NOW_MS + 3_600_000 + i;
+        h.dispatcher.submit(job);
+    }
+    assert_eq!(h.dispatcher.held_jobs(), 50_000);
+    let dispatcher = h.dispatcher.clone();
+    assert!(h.stop().await.is_empty(), "none was due");
+    assert_eq!(dispatcher.held_jobs(), 0);
 }

@@ -90,10 +90,25 @@ where
 {
     let started = Instant::now();
     let route = route_label(request.uri().path());
+    // Only copied when someone reads debug logs: the hot path does not allocate for it.
+    // The path only: query strings carry postback tokens and visitors' data.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_string()));
     let in_flight = metrics::InFlight::start();
     let answer = dispatch(app, surface, request, peer).await;
     drop(in_flight);
-    metrics::record_request(route, answer.status().as_u16(), started.elapsed());
+    let elapsed = started.elapsed();
+    metrics::record_request(route, answer.status().as_u16(), elapsed);
+    if let Some((method, target)) = logged {
+        tracing::debug!(
+            %method,
+            path = %Escaped(&target),
+            status = answer.status().as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            %peer,
+            "request"
+        );
+    }
     answer
 }
 
@@ -479,15 +494,31 @@ fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answ
 /// The pixel type of a request whose parameters did not parse, read leniently so the
 /// answer has the right kind: a browser still gets its harmless default.
 fn sniff_pixel_type(query: Option<&str>, body: Option<&[u8]>) -> PixelType {
-    let sources = [query.map(str::as_bytes), body];
+    let is_type = |name: &str| fields::lookup(name) == Some(Field::PixelType);
     let mut found = PixelType::Img;
-    for bytes in sources.into_iter().flatten() {
-        for (name, value) in form_urlencoded::parse(bytes) {
-            if fields::lookup(&name) == Some(Field::PixelType) {
-                if let Some(t) = PixelType::parse(&value) {
-                    found = t;
-                }
+    if let Some(query) = query {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if let Some(t) = is_type(&name).then(|| PixelType::parse(&value)).flatten() {
+                found = t;
             }
+        }
+    }
+    let Some(body) = body else { return found };
+    if let Ok(object) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        for (name, value) in &object {
+            if let Some(t) = value
+                .as_str()
+                .filter(|_| is_type(name))
+                .and_then(PixelType::parse)
+            {
+                found = t;
+            }
+        }
+        return found;
+    }
+    for (name, value) in form_urlencoded::parse(body) {
+        if let Some(t) = is_type(&name).then(|| PixelType::parse(&value)).flatten() {
+            found = t;
         }
     }
     found
@@ -545,6 +576,8 @@ mod tests {
         );
         assert_eq!(sniff_pixel_type(None, Some(b"type=js")), PixelType::Js);
         assert_eq!(sniff_pixel_type(Some("x=%00"), None), PixelType::Img);
+        let json = br#"{"Type": "s2s", "CID": {"nested": 1}}"#;
+        assert_eq!(sniff_pixel_type(None, Some(json)), PixelType::S2s);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! One HTTP attempt of one delivery: resolve the host, vet every address (SSRF guard),
 //! dial the vetted address, TLS if https, send the request, read at most
-//! [`MAX_RESPONSE_BODY_BYTES`] of the answer. No redirects are followed, no connection is
-//! reused (a delivery's connection is never handed to a different, unvetted address), and
+//! [`MAX_RESPONSE_BODY_BYTES`] of the answer. No redirects are followed, and
 //! every phase is bounded by the attempt's deadline.
+//!
+//! Connections are kept alive for the next delivery to the same target (scheme, host,
+//! port): such a connection was dialled to a vetted address for that very target, so reuse
+//! never skips the SSRF guard.
 
 use super::guard::is_forbidden_target;
 use super::DeliveryJob;
@@ -10,12 +13,15 @@ use crate::config::HttpMethod;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -167,13 +173,39 @@ pub struct Answer {
     pub retry_after_secs: Option<u64>,
 }
 
-/// The dispatcher's HTTP client: settings shared by every attempt.
+/// The dispatcher's HTTP client: settings shared by every attempt, and idle keep-alive
+/// connections.
 pub struct Client {
     /// `None` only if rustls could not be set up; https attempts then fail with `tls`.
     tls: Option<tokio_rustls::TlsConnector>,
     allow_private_targets: bool,
     connect_timeout: Duration,
     total_timeout: Duration,
+    pool: Mutex<Pool>,
+    max_idle_per_host: usize,
+}
+
+/// How long an idle connection is kept for the next delivery to its host: long enough to
+/// serve a burst of conversions, shorter than most servers' own keep-alive timeouts.
+const IDLE_CONNECTION_MS: u64 = 15_000;
+
+/// Idle connections overall: the same order as the in-flight bound, so the pool never
+/// holds more sockets than the dispatcher would use at its busiest.
+const MAX_IDLE_CONNECTIONS: usize = 256;
+
+/// Connections that finished an exchange cleanly, by lane key (scheme, host, port). Each
+/// was dialled to a vetted address for that very key, so reusing it needs no new check.
+#[derive(Default)]
+struct Pool {
+    by_host: HashMap<Arc<str>, Vec<Connection>>,
+    total: usize,
+}
+
+/// One HTTP/1 connection: the request side and its driver task, which dies with it.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    _driver: AbortOnDrop<()>,
+    idle_since: Instant,
 }
 
 impl Client {
@@ -181,16 +213,23 @@ impl Client {
         allow_private_targets: bool,
         connect_timeout: Duration,
         total_timeout: Duration,
+        max_idle_per_host: usize,
     ) -> Self {
         Client {
             tls: tls_connector(),
             allow_private_targets,
             connect_timeout,
             total_timeout,
+            pool: Mutex::new(Pool::default()),
+            max_idle_per_host,
         }
     }
 
     /// Makes one attempt. `now_secs` is the Standard Webhooks timestamp.
+    ///
+    /// Everything up to the response's status runs under the attempt's deadline (its
+    /// expiry is a `timeout`); then at most [`MAX_RESPONSE_BODY_BYTES`] of the body are read
+    /// until the same deadline, and a slow body does not turn an answer into a timeout.
     pub async fn attempt(
         &self,
         target: &Target,
@@ -199,22 +238,132 @@ impl Client {
     ) -> Result<Answer, ErrorClass> {
         let request = build_request(target, job, now_secs)?;
         let deadline = Instant::now() + self.total_timeout;
-        let exchange = async {
-            let addresses = self.resolve(target).await?;
-            let tcp = self.connect(&addresses, deadline).await?;
-            if target.https {
-                let tls = self.tls.as_ref().ok_or(ErrorClass::Tls)?;
-                let name = ServerName::try_from(target.host.clone())
-                    .map_err(|_| ErrorClass::InvalidUrl)?;
-                let stream = tls.connect(name, tcp).await.map_err(|_| ErrorClass::Tls)?;
-                send(stream, request, deadline).await
-            } else {
-                send(tcp, request, deadline).await
-            }
-        };
-        timeout_at(deadline, exchange)
+        let (connection, response) = timeout_at(deadline, self.exchange(target, request, deadline))
             .await
-            .unwrap_or(Err(ErrorClass::Timeout))
+            .unwrap_or(Err(ErrorClass::Timeout))?;
+        let retry_after_secs = response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let answer = Answer {
+            status: response.status().as_u16(),
+            retry_after_secs,
+        };
+        let mut body = response.into_body();
+        let mut read_bytes = 0;
+        let mut complete = false;
+        while read_bytes <= MAX_RESPONSE_BODY_BYTES {
+            match timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => read_bytes += frame.data_ref().map_or(0, |d| d.len()),
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                Ok(Some(Err(_))) | Err(_) => break,
+            }
+        }
+        if complete {
+            self.put_idle(&target.key, connection);
+        }
+        Ok(answer)
+    }
+
+    /// Sends the request on an idle connection to the same target, else on a new one.
+    async fn exchange(
+        &self,
+        target: &Target,
+        mut request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<(Connection, Response<Incoming>), ErrorClass> {
+        while let Some(mut connection) = self.take_idle(&target.key) {
+            // The driver may still be finishing the previous exchange; a closing
+            // connection answers with an error here.
+            if connection.sender.ready().await.is_err() {
+                continue;
+            }
+            match connection.sender.try_send_request(request).await {
+                Ok(response) => return Ok((connection, response)),
+                // The connection closed before the request went out: try the next one.
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(ErrorClass::Protocol),
+                },
+            }
+        }
+        let mut connection = self.open(target, deadline).await?;
+        let response = connection
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|_| ErrorClass::Protocol)?;
+        Ok((connection, response))
+    }
+
+    /// Resolves and vets the target, dials a vetted address, and does TLS and the HTTP/1
+    /// handshake.
+    async fn open(&self, target: &Target, deadline: Instant) -> Result<Connection, ErrorClass> {
+        let addresses = self.resolve(target).await?;
+        let tcp = self.connect(&addresses, deadline).await?;
+        if target.https {
+            let tls = self.tls.as_ref().ok_or(ErrorClass::Tls)?;
+            let name =
+                ServerName::try_from(target.host.clone()).map_err(|_| ErrorClass::InvalidUrl)?;
+            let stream = tls.connect(name, tcp).await.map_err(|_| ErrorClass::Tls)?;
+            handshake(stream).await
+        } else {
+            handshake(tcp).await
+        }
+    }
+
+    fn take_idle(&self, key: &Arc<str>) -> Option<Connection> {
+        let mut pool = self.pool.lock().ok()?;
+        let idle = pool.by_host.get_mut(key)?;
+        let mut found = None;
+        let mut dropped = 0;
+        while let Some(connection) = idle.pop() {
+            dropped += 1;
+            let fresh = connection.idle_since.elapsed() < Duration::from_millis(IDLE_CONNECTION_MS);
+            if fresh && !connection.sender.is_closed() {
+                found = Some(connection);
+                break;
+            }
+        }
+        if idle.is_empty() {
+            pool.by_host.remove(key);
+        }
+        pool.total -= dropped;
+        found
+    }
+
+    fn put_idle(&self, key: &Arc<str>, mut connection: Connection) {
+        if connection.sender.is_closed() {
+            return;
+        }
+        let Ok(mut pool) = self.pool.lock() else {
+            return;
+        };
+        if pool.total >= MAX_IDLE_CONNECTIONS {
+            // Make room from connections that have idled out, whatever their host.
+            let max_idle = Duration::from_millis(IDLE_CONNECTION_MS);
+            let mut kept = 0;
+            pool.by_host.retain(|_, idle| {
+                idle.retain(|c| c.idle_since.elapsed() < max_idle && !c.sender.is_closed());
+                kept += idle.len();
+                !idle.is_empty()
+            });
+            pool.total = kept;
+            if pool.total >= MAX_IDLE_CONNECTIONS {
+                return;
+            }
+        }
+        let idle = pool.by_host.entry(key.clone()).or_default();
+        if idle.len() >= self.max_idle_per_host {
+            return;
+        }
+        connection.idle_since = Instant::now();
+        idle.push(connection);
+        pool.total += 1;
     }
 
     /// Resolves the host and vets every address; one forbidden address refuses the target,
@@ -258,44 +407,28 @@ impl Client {
     }
 }
 
-/// Sends the request on a fresh HTTP/1 connection and reads the status, then at most
-/// [`MAX_RESPONSE_BODY_BYTES`] of the body until `deadline` (a slow body does not turn an
-/// answered attempt into a timeout).
-async fn send<S>(
-    io: S,
-    request: Request<Full<Bytes>>,
-    deadline: Instant,
-) -> Result<Answer, ErrorClass>
+/// Starts HTTP/1 on a connected stream. The driver task is aborted when the connection is
+/// dropped, so an abandoned attempt or a hanging target keeps nothing alive.
+async fn handshake<S>(io: S) -> Result<Connection, ErrorClass>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    // The read buffer is bounded too, so neither headers nor one body chunk can make a
+    // hostile target's answer take more than this much memory.
+    let (sender, driver) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_BODY_BYTES)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|_| ErrorClass::Protocol)?;
-    // The connection task dies with this attempt: a hanging target keeps nothing alive.
-    let _connection = AbortOnDrop(tokio::spawn(connection));
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|_| ErrorClass::Protocol)?;
-    let retry_after_secs = response
-        .headers()
-        .get(hyper::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let answer = Answer {
-        status: response.status().as_u16(),
-        retry_after_secs,
-    };
-    let mut body = response.into_body();
-    let mut read_bytes = 0;
-    while read_bytes < MAX_RESPONSE_BODY_BYTES {
-        match timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(frame))) => read_bytes += frame.data_ref().map_or(0, |d| d.len()),
-            _ => break,
-        }
-    }
-    Ok(answer)
+    let driver = tokio::spawn(async move {
+        // A failed connection shows up on the request side; nothing to do here.
+        let _ = driver.await;
+    });
+    Ok(Connection {
+        sender,
+        _driver: AbortOnDrop(driver),
+        idle_since: Instant::now(),
+    })
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

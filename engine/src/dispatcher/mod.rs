@@ -114,7 +114,9 @@ pub struct DispatchOptions {
     pub max_in_flight: usize,
     pub max_in_flight_per_host: usize,
     pub max_queued_jobs: usize,
-    /// Upper bound on the delay a `Retry-After` answer can impose.
+    /// Upper bound on the delay a `Retry-After` answer (to a 429 or 503, in seconds) can
+    /// impose: the retry waits for the longer of the schedule's delay and the delay the
+    /// target asked for, capped at this.
     pub retry_after_max_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Seeds the retry jitter; `None` seeds from the OS.
@@ -181,6 +183,7 @@ impl Dispatcher {
             config.allow_private_targets,
             Duration::from_millis(options.connect_timeout_ms),
             Duration::from_millis(config.timeout_ms.max(1)),
+            options.max_in_flight_per_host.max(1),
         );
         let actor = Actor {
             rng: match options.jitter_seed {
@@ -231,13 +234,17 @@ impl Dispatcher {
             self.held_jobs.fetch_sub(1, Ordering::SeqCst);
             return Err(job);
         }
-        self.commands.send(Command::Submit(job)).map_err(|e| {
-            self.held_jobs.fetch_sub(1, Ordering::SeqCst);
-            match e.0 {
-                Command::Submit(job) => job,
-                Command::Shutdown(_) => unreachable!("sent a Submit"),
+        match self.commands.send(Command::Submit(job)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(command)) => {
+                self.held_jobs.fetch_sub(1, Ordering::SeqCst);
+                match command {
+                    Command::Submit(job) => Err(job),
+                    // Not what was sent; nothing to hand back.
+                    Command::Shutdown(_) => Ok(()),
+                }
             }
-        })
+        }
     }
 
     /// Jobs the dispatcher holds now: scheduled, queued or in flight.
@@ -348,8 +355,19 @@ impl Actor {
             }
             self.start_attempts();
         };
+        // Whatever raced the shutdown into the channel is dropped (and un-counted) too.
+        commands.close();
+        let mut acks: Vec<_> = ack.into_iter().collect();
+        let mut dropped = 0;
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                Command::Submit(_) => dropped += 1,
+                Command::Shutdown(ack) => acks.push(ack),
+            }
+        }
+        self.forget(dropped);
         self.stop().await;
-        if let Some(ack) = ack {
+        for ack in acks {
             let _ = ack.send(());
         }
     }
@@ -462,6 +480,11 @@ impl Actor {
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
             };
+            if lane.in_flight >= self.max_in_flight_per_host {
+                // Not reachable by the ready-list invariant; the bound holds regardless.
+                lane.is_ready = false;
+                continue;
+            }
             let Some(job) = lane.queue.pop_front() else {
                 lane.is_ready = false;
                 continue;

@@ -45,11 +45,17 @@ pub enum ConvReply {
 }
 
 fn refuse(status: OutcomeStatus, reason: &str) -> (ConvReply, bool) {
-    (ConvReply::Done(ConversionOutcome::refused(status, reason)), false)
+    (
+        ConvReply::Done(ConversionOutcome::refused(status, reason)),
+        false,
+    )
 }
 
 /// Server-post authentication (SPEC 2.3): the campaign's token and IP allowlist.
-fn authorize(campaign: &Campaign, req: &ConversionRequest) -> Result<(), (OutcomeStatus, &'static str)> {
+fn authorize(
+    campaign: &Campaign,
+    req: &ConversionRequest,
+) -> Result<(), (OutcomeStatus, &'static str)> {
     if req.pixel_type != PixelType::S2s {
         return Ok(());
     }
@@ -60,7 +66,10 @@ fn authorize(campaign: &Campaign, req: &ConversionRequest) -> Result<(), (Outcom
         }
     }
     if !campaign.postback_ips.is_empty()
-        && !campaign.postback_ips.iter().any(|net| net.contains(&req.visitor.ip))
+        && !campaign
+            .postback_ips
+            .iter()
+            .any(|net| net.contains(&req.visitor.ip))
     {
         return Err((OutcomeStatus::Forbidden, "ip not allowed"));
     }
@@ -91,47 +100,57 @@ impl ShardActor {
         let req = &input.req;
         let cid = req.source.campaign_id;
         let mut audit = Vec::new();
-        let (matched_by, click_idx) = match &how {
-            How::ClickId(id) => match self.state.find_click(id) {
-                Some(i) => (MatchedBy::ClickId, Some(i)),
-                None => return refuse(OutcomeStatus::UnknownClick, "click_id"),
-            },
-            How::Cookie(id) => match self.state.find_click(id) {
-                Some(i) => (MatchedBy::Cookie, Some(i)),
-                None => return (ConvReply::NoMatch(format!("cookie click {id} unknown")), false),
-            },
-            How::IpBackup => {
-                let Some(campaign) = self.shared.catalog.campaign(cid) else {
-                    return (ConvReply::NoMatch("ip backup: unknown campaign".into()), false);
-                };
-                let window_ms = u64::from(campaign.backup_window_hours) * 3_600_000;
-                let found = self
-                    .state
-                    .latest_click(input.fingerprint, cid)
-                    .filter(|&i| {
-                        self.state
-                            .click(i)
-                            .is_some_and(|c| now.saturating_sub(c.time_ms) <= window_ms && c.time_ms <= now)
-                    });
-                match found {
-                    Some(i) => (MatchedBy::IpBackup, Some(i)),
+        let (matched_by, click_idx) =
+            match &how {
+                How::ClickId(id) => match self.state.find_click(id) {
+                    Some(i) => (MatchedBy::ClickId, Some(i)),
+                    None => return refuse(OutcomeStatus::UnknownClick, "click_id"),
+                },
+                How::Cookie(id) => match self.state.find_click(id) {
+                    Some(i) => (MatchedBy::Cookie, Some(i)),
                     None => {
                         return (
-                            ConvReply::NoMatch("ip backup: no click from this visitor within the backup window".into()),
+                            ConvReply::NoMatch(format!("cookie click {id} unknown")),
                             false,
                         )
                     }
+                },
+                How::IpBackup => {
+                    let Some(campaign) = self.shared.catalog.campaign(cid) else {
+                        return (
+                            ConvReply::NoMatch("ip backup: unknown campaign".into()),
+                            false,
+                        );
+                    };
+                    let window_ms = u64::from(campaign.backup_window_hours) * 3_600_000;
+                    let found = self
+                        .state
+                        .latest_click(input.fingerprint, cid)
+                        .filter(|&i| {
+                            self.state.click(i).is_some_and(|c| {
+                                now.saturating_sub(c.time_ms) <= window_ms && c.time_ms <= now
+                            })
+                        });
+                    match found {
+                        Some(i) => (MatchedBy::IpBackup, Some(i)),
+                        None => return (
+                            ConvReply::NoMatch(
+                                "ip backup: no click from this visitor within the backup window"
+                                    .into(),
+                            ),
+                            false,
+                        ),
+                    }
                 }
-            }
-            How::Afid(notes) => {
-                audit.extend(notes.iter().cloned());
-                (MatchedBy::Afid, None)
-            }
-            How::Unattributed(notes) => {
-                audit.extend(notes.iter().cloned());
-                (MatchedBy::Unattributed, None)
-            }
-        };
+                How::Afid(notes) => {
+                    audit.extend(notes.iter().cloned());
+                    (MatchedBy::Afid, None)
+                }
+                How::Unattributed(notes) => {
+                    audit.extend(notes.iter().cloned());
+                    (MatchedBy::Unattributed, None)
+                }
+            };
 
         // The click, its campaign, and whether it may still convert.
         let mut matched = None;
@@ -149,17 +168,26 @@ impl ShardActor {
                 }
             };
             let Some(camp) = self.shared.catalog.campaign(c.campaign_id) else {
-                return no_match(format!("campaign {} of the click no longer exists", c.campaign_id));
+                return no_match(format!(
+                    "campaign {} of the click no longer exists",
+                    c.campaign_id
+                ));
             };
             if cid != 0 && cid != c.campaign_id {
-                return no_match(format!("click belongs to campaign {}, not {cid}", c.campaign_id));
+                return no_match(format!(
+                    "click belongs to campaign {}, not {cid}",
+                    c.campaign_id
+                ));
             }
             let life_ms = u64::from(camp.cookie_life_days) * 86_400_000;
             if now.saturating_sub(c.time_ms) > life_ms {
                 if by_click_id {
                     return refuse(OutcomeStatus::Expired, "click past its cookie life");
                 }
-                return (ConvReply::NoMatch(format!("{} click {} expired", matched_by.as_str(), c.id)), false);
+                return (
+                    ConvReply::NoMatch(format!("{} click {} expired", matched_by.as_str(), c.id)),
+                    false,
+                );
             }
             let (subs, extras) = self.state.tail(&c);
             matched = Some(MatchedClick {
@@ -170,7 +198,11 @@ impl ShardActor {
                 sub_ids: subs.to_vec(),
                 extras: extras.to_vec(),
             });
-            audit.push(format!("matched by {} to click {}", matched_by.as_str(), c.id));
+            audit.push(format!(
+                "matched by {} to click {}",
+                matched_by.as_str(),
+                c.id
+            ));
             campaign = Some(camp);
         } else {
             campaign = self.shared.catalog.campaign(cid);
@@ -181,7 +213,10 @@ impl ShardActor {
                 return refuse(OutcomeStatus::Invalid, "CID");
             };
             if !camp.allow_afid_posts {
-                return refuse(OutcomeStatus::Forbidden, "AFID posts are not allowed on this campaign");
+                return refuse(
+                    OutcomeStatus::Forbidden,
+                    "AFID posts are not allowed on this campaign",
+                );
             }
             match self.shared.catalog.affiliate(req.source.affiliate_id) {
                 None => return refuse(OutcomeStatus::Invalid, "AFID"),
@@ -190,7 +225,10 @@ impl ShardActor {
                 }
                 Some(_) => {}
             }
-            audit.push(format!("AFID post for affiliate {}", req.source.affiliate_id));
+            audit.push(format!(
+                "AFID post for affiliate {}",
+                req.source.affiliate_id
+            ));
         }
         if let Some(camp) = &campaign {
             if let Err((status, reason)) = authorize(camp, req) {
@@ -214,19 +252,32 @@ impl ShardActor {
                 duplicate_of = self
                     .state
                     .conversions_of(&m.id)
-                    .find(|c| c.duplicate_of.is_none() && c.event.eq_ignore_ascii_case(&input.event))
-                    .map(|c| (Id(c.id), "duplicate: the click already converted for this event"));
+                    .find(|c| {
+                        c.duplicate_of.is_none() && c.event.eq_ignore_ascii_case(&input.event)
+                    })
+                    .map(|c| {
+                        (
+                            Id(c.id),
+                            "duplicate: the click already converted for this event",
+                        )
+                    });
             }
         }
         let mut reservation = None;
         if duplicate_of.is_none() {
-            if let (Some(camp), Some(mref)) = (&campaign, req.merchant_ref.as_deref().filter(|r| !r.is_empty())) {
+            if let (Some(camp), Some(mref)) = (
+                &campaign,
+                req.merchant_ref.as_deref().filter(|r| !r.is_empty()),
+            ) {
                 if camp.dedupe_merchant_ref {
                     let key = (camp.id, mref.to_string());
                     let horizon = now.saturating_sub(MERCHANT_REF_WINDOW_MS);
                     match self.shared.merchant_refs.entry(key.clone()) {
                         dashmap::Entry::Occupied(e) if e.get().1 >= horizon => {
-                            duplicate_of = Some((e.get().0, "duplicate: merchant reference already seen on this campaign"));
+                            duplicate_of = Some((
+                                e.get().0,
+                                "duplicate: merchant reference already seen on this campaign",
+                            ));
                         }
                         dashmap::Entry::Occupied(mut e) => {
                             e.insert((conversion_id, now));
@@ -251,7 +302,9 @@ impl ShardActor {
             currency = camp.currency.clone();
             let custom = camp.allow_custom_params;
             let ignored = |name: &str, audit: &mut Vec<String>| {
-                audit.push(format!("{name} ignored: the campaign does not allow custom parameters"))
+                audit.push(format!(
+                    "{name} ignored: the campaign does not allow custom parameters"
+                ))
             };
             revenue = crate::money::to_micros(camp.revenue).unwrap_or(0);
             match input.revenue_override_micros {
@@ -281,7 +334,11 @@ impl ShardActor {
                             "payout {}% of TotalSales {}{}",
                             camp.payout_percent,
                             crate::money::format(total),
-                            if input.total_sales_micros.is_none() { " (absent)" } else { "" }
+                            if input.total_sales_micros.is_none() {
+                                " (absent)"
+                            } else {
+                                ""
+                            }
                         ));
                     } else {
                         payout = crate::money::to_micros(camp.payout).unwrap_or(0);
@@ -307,8 +364,16 @@ impl ShardActor {
             audit.push(format!("{why} (original {orig})"));
         }
 
-        let (campaign_id, affiliate_id, creative_id, sub_ids, mut extras, click_id) = match &matched {
-            Some(m) => (m.campaign_id, m.affiliate_id, m.creative_id, m.sub_ids.clone(), m.extras.clone(), Some(m.id.0)),
+        let (campaign_id, affiliate_id, creative_id, sub_ids, mut extras, click_id) = match &matched
+        {
+            Some(m) => (
+                m.campaign_id,
+                m.affiliate_id,
+                m.creative_id,
+                m.sub_ids.clone(),
+                m.extras.clone(),
+                Some(m.id.0),
+            ),
             None => (
                 cid,
                 req.source.affiliate_id,
@@ -319,7 +384,9 @@ impl ShardActor {
             ),
         };
         for (k, v) in &req.source.extras {
-            if extras.len() < 2 * MAX_EXTRAS && !extras.iter().any(|(ek, _)| ek.eq_ignore_ascii_case(k)) {
+            if extras.len() < 2 * MAX_EXTRAS
+                && !extras.iter().any(|(ek, _)| ek.eq_ignore_ascii_case(k))
+            {
                 extras.push((k.clone(), v.clone()));
             }
         }
@@ -346,7 +413,8 @@ impl ShardActor {
             audit,
             deliveries: Vec::new(),
         };
-        rec.deliveries = crate::delivery::deliveries_for(&self.shared.catalog, &rec, status, 0, now);
+        rec.deliveries =
+            crate::delivery::deliveries_for(&self.shared.catalog, &rec, status, 0, now);
         let pixels = crate::delivery::browser_pixels(&self.shared.catalog, &rec, req.pixel_type);
 
         let outcome = match duplicate_of {

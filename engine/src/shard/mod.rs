@@ -125,10 +125,18 @@ pub enum Cmd {
         reply: Reply<Result<(), Unavailable>>,
     },
     Convert(Arc<ConvInput>, How, Reply<ConvReply>),
-    SetStatus(Id, ConversionStatus, Reply<Result<ConversionView, AdminError>>),
+    SetStatus(
+        Id,
+        ConversionStatus,
+        Reply<Result<ConversionView, AdminError>>,
+    ),
     ClickView(Id, Reply<Option<ClickView>>),
     Conversions(Arc<ConversionFilter>, Reply<Vec<(u64, Id, ConversionView)>>),
-    Deliveries(Option<DeliveryState>, usize, Reply<Vec<(u64, DeliveryView)>>),
+    Deliveries(
+        Option<DeliveryState>,
+        usize,
+        Reply<Vec<(u64, DeliveryView)>>,
+    ),
     Replay(DeliveryId, Reply<Result<DeliveryView, AdminError>>),
     Attempt(AttemptReport),
     Report {
@@ -137,6 +145,8 @@ pub enum Cmd {
         group_by: Arc<Vec<GroupKey>>,
         reply: Reply<HashMap<GroupTuple, CountersRec>>,
     },
+    /// Clicks held and the bytes their store and indexes use.
+    Memory(Reply<(usize, usize)>),
     /// Submits every pending delivery to the dispatcher (after recovery).
     ResumeDeliveries,
     /// Syncs the log and stops the actor.
@@ -213,10 +223,15 @@ impl ShardActor {
 
     /// Runs the actor on the current thread until shutdown or until every sender is gone.
     pub fn run(mut self, mut mailbox: mpsc::Receiver<Cmd>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
-                self.shared.health.fault(format!("shard {}: cannot start: {e}", self.settings.index));
+                self.shared
+                    .health
+                    .fault(format!("shard {}: cannot start: {e}", self.settings.index));
                 return;
             }
         };
@@ -283,10 +298,23 @@ impl ShardActor {
                 .set(stats.bytes_appended as f64);
             metrics::gauge!("clicktrail_wal_syncs", "shard" => self.settings.index.to_string())
                 .set(stats.syncs as f64);
+            metrics::gauge!("clicktrail_wal_last_sync_batch_records", "shard" => self.settings.index.to_string())
+                .set(stats.last_sync_batch_records as f64);
+            let [pending, delivered, failed] = self.state.delivery_states();
+            for (state, n) in [
+                ("pending", pending),
+                ("delivered", delivered),
+                ("failed", failed),
+            ] {
+                metrics::gauge!("clicktrail_deliveries", "state" => state, "shard" => self.settings.index.to_string())
+                    .set(n as f64);
+            }
         }
         if !durable {
             for (key, id) in self.reservations.drain(..) {
-                self.shared.merchant_refs.remove_if(&key, |_, (rid, _)| *rid == id);
+                self.shared
+                    .merchant_refs
+                    .remove_if(&key, |_, (rid, _)| *rid == id);
             }
             self.jobs.clear();
         }
@@ -342,7 +370,12 @@ impl ShardActor {
         }
     }
 
-    fn defer<T: Send + 'static>(&mut self, reply: Reply<T>, ok: T, unavailable: impl FnOnce() -> T + Send + 'static) {
+    fn defer<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        ok: T,
+        unavailable: impl FnOnce() -> T + Send + 'static,
+    ) {
         self.deferred.push(Box::new(move |durable| {
             let _ = reply.send(if durable { ok } else { unavailable() });
         }));
@@ -357,7 +390,9 @@ impl ShardActor {
             Cmd::Click(draft, reply) => {
                 let result = self.click(*draft);
                 match result {
-                    Ok(unique) => self.defer(reply, Ok(unique), || Err(Unavailable("commit failed".into()))),
+                    Ok(unique) => self.defer(reply, Ok(unique), || {
+                        Err(Unavailable("commit failed".into()))
+                    }),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -452,6 +487,9 @@ impl ShardActor {
             } => {
                 let _ = reply.send(self.state.report(from_day, to_day, &group_by));
             }
+            Cmd::Memory(reply) => {
+                let _ = reply.send((self.state.click_count(), self.state.click_memory_bytes()));
+            }
             Cmd::ResumeDeliveries => {
                 for c in &self.state.conversions {
                     for d in &c.deliveries {
@@ -479,7 +517,8 @@ impl ShardActor {
                 .is_some_and(|c| c.campaign_id == rec.campaign_id && c.time_ms > since)
         };
         let by_fingerprint = recent(self.state.latest_click(rec.fingerprint, rec.campaign_id));
-        let by_cookie = cookie_recent_elsewhere || recent(cookie.and_then(|id| self.state.find_click(&id)));
+        let by_cookie =
+            cookie_recent_elsewhere || recent(cookie.and_then(|id| self.state.find_click(&id)));
         rec.unique = window_ms == 0 || !(by_fingerprint || by_cookie);
         let unique = rec.unique;
         let record = ShardRecord::Click(rec);
@@ -488,7 +527,11 @@ impl ShardActor {
         Ok(unique)
     }
 
-    fn set_status(&mut self, id: &Id, status: ConversionStatus) -> Result<(ConversionView, bool), AdminError> {
+    fn set_status(
+        &mut self,
+        id: &Id,
+        status: ConversionStatus,
+    ) -> Result<(ConversionView, bool), AdminError> {
         let now = self.now_ms();
         let Some(c) = self.state.conversion(id) else {
             return Err(AdminError::NotFound);
@@ -497,7 +540,8 @@ impl ShardActor {
             return Ok((crate::view::conversion_view(c), false));
         }
         let first_seq = c.deliveries.len() as u32;
-        let deliveries = crate::delivery::deliveries_for(&self.shared.catalog, c, status, first_seq, now);
+        let deliveries =
+            crate::delivery::deliveries_for(&self.shared.catalog, c, status, first_seq, now);
         let record = ShardRecord::StatusChange {
             conversion_id: id.0,
             status,
@@ -562,7 +606,9 @@ impl ShardActor {
             tracing::debug!(delivery = %report.delivery_id, "attempt report for a settled delivery");
         }
         let (state, next, result) = match &report.outcome {
-            AttemptOutcome::Delivered { status } => (DeliveryState::Delivered, 0, status.to_string()),
+            AttemptOutcome::Delivered { status } => {
+                (DeliveryState::Delivered, 0, status.to_string())
+            }
             AttemptOutcome::Retrying {
                 result,
                 next_attempt_ms,
@@ -629,7 +675,7 @@ impl ShardActor {
             })
             .map(|c| (c.time_ms, Id(c.id), c))
             .collect();
-        hits.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        hits.sort_by_key(|a| (a.0, a.1));
         hits.truncate(f.limit);
         hits.into_iter()
             .map(|(t, id, c)| (t, id, crate::view::conversion_view(c)))
@@ -673,7 +719,13 @@ impl ShardActor {
                 if dropped > 0 {
                     self.state = ShardState::from_snapshot(snap);
                 }
-                tracing::info!(shard = self.settings.index, lsn, bytes = data.len(), dropped, "snapshot written");
+                tracing::info!(
+                    shard = self.settings.index,
+                    lsn,
+                    bytes = data.len(),
+                    dropped,
+                    "snapshot written"
+                );
             }
             Err(e) => {
                 // The log itself is still fine; try again after the next interval.

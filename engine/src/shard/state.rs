@@ -80,6 +80,29 @@ impl<T: std::hash::Hash + Eq> Interner<T> {
     }
 }
 
+/// Interns strings, looked up by `&str` so a hit allocates nothing (the click hot path).
+#[derive(Default)]
+struct StrInterner {
+    index: HashMap<Arc<str>, u32>,
+    items: Vec<Arc<str>>,
+}
+
+impl StrInterner {
+    fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        let value: Arc<str> = Arc::from(value);
+        self.items.push(Arc::clone(&value));
+        self.index.insert(value, i);
+        i
+    }
+    fn get(&self, i: u32) -> &str {
+        self.items.get(i as usize).map_or("", |s| s.as_ref())
+    }
+}
+
 /// The stats key with sid1 interned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct StatKey {
@@ -100,7 +123,7 @@ pub struct ShardState {
     by_fingerprint: HashTable<u32>,
     ipv6: HashMap<u32, Ipv6Addr>,
     tails: Interner<Tail>,
-    sid1s: Interner<String>,
+    sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: HashMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
@@ -108,6 +131,16 @@ pub struct ShardState {
     /// Conversions of each click (indexes into `conversions`).
     click_conversions: HashMap<Id, Vec<u32>>,
     counters: HashMap<StatKey, CountersRec>,
+    /// Deliveries per state (pending, delivered, failed), for metrics.
+    delivery_states: [u64; 3],
+}
+
+fn state_index(state: DeliveryState) -> usize {
+    match state {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Failed => 2,
+    }
 }
 
 /// What a conversion adds to the counters in its current status.
@@ -124,14 +157,17 @@ pub fn conversion_counters(c: &ConversionRec) -> CountersRec {
     out
 }
 
-fn sub(a: &mut CountersRec, b: &CountersRec) {
-    a.conversions -= b.conversions;
-    a.approved -= b.approved;
-    a.revenue_micros -= b.revenue_micros;
-    a.payout_micros -= b.payout_micros;
-}
-
 impl ShardState {
+    /// Deliveries per state: (pending, delivered, failed).
+    pub fn delivery_states(&self) -> [u64; 3] {
+        self.delivery_states
+    }
+
+    fn count_delivery(&mut self, state: DeliveryState, delta: i64) {
+        let slot = &mut self.delivery_states[state_index(state)];
+        *slot = slot.saturating_add_signed(delta);
+    }
+
     pub fn click_count(&self) -> usize {
         self.click_count
     }
@@ -174,7 +210,12 @@ impl ShardState {
 
     pub fn click_ip(&self, idx: u32, click: &ClickCore) -> IpAddr {
         if click.flags & FLAG_IPV6 != 0 {
-            IpAddr::V6(self.ipv6.get(&idx).copied().unwrap_or(Ipv6Addr::UNSPECIFIED))
+            IpAddr::V6(
+                self.ipv6
+                    .get(&idx)
+                    .copied()
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            )
         } else {
             IpAddr::V4(Ipv4Addr::from(click.ip4))
         }
@@ -199,17 +240,31 @@ impl ShardState {
         self.conversions.get_mut(i as usize)
     }
 
-    fn stat_key(&mut self, time_ms: u64, campaign_id: u32, affiliate_id: u32, creative_id: Option<u32>, sid1: &str) -> StatKey {
+    fn stat_key(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> StatKey {
         StatKey {
             day: (time_ms / MS_PER_DAY) as u32,
             campaign_id,
             affiliate_id,
             creative_id,
-            sid1: self.sid1s.intern(sid1.to_string()),
+            sid1: self.sid1s.intern(sid1),
         }
     }
 
-    fn counters_mut(&mut self, time_ms: u64, campaign_id: u32, affiliate_id: u32, creative_id: Option<u32>, sid1: &str) -> &mut CountersRec {
+    fn counters_mut(
+        &mut self,
+        time_ms: u64,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sid1: &str,
+    ) -> &mut CountersRec {
         let key = self.stat_key(time_ms, campaign_id, affiliate_id, creative_id, sid1);
         self.counters.entry(key).or_default()
     }
@@ -302,8 +357,15 @@ impl ShardState {
     }
 
     pub fn apply_click(&mut self, c: ClickRec) {
-        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        let counters = self.counters_mut(c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id, &sid1);
+        let sid1 = c.sub_ids.first().map_or("", |s| s.as_str());
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self.sid1s.intern(sid1),
+        };
+        let counters = self.counters.entry(key).or_default();
         counters.clicks += 1;
         counters.unique_clicks += u64::from(c.unique);
         let tail = self.tails.intern((c.sub_ids, c.extras));
@@ -321,27 +383,57 @@ impl ShardState {
     }
 
     pub fn apply_impression(&mut self, i: &ImpressionRec) {
-        let counters = self.counters_mut(i.time_ms, i.campaign_id, i.affiliate_id, i.creative_id, &i.sid1);
+        let counters = self.counters_mut(
+            i.time_ms,
+            i.campaign_id,
+            i.affiliate_id,
+            i.creative_id,
+            &i.sid1,
+        );
         counters.impressions += 1;
         counters.unique_impressions += u64::from(i.unique);
-        let last = self.impressions.entry((i.fingerprint, i.campaign_id)).or_insert(0);
+        let last = self
+            .impressions
+            .entry((i.fingerprint, i.campaign_id))
+            .or_insert(0);
         *last = (*last).max(i.time_ms);
     }
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
         let add = conversion_counters(&c);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        self.counters_mut(c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id, &sid1)
-            .add(&add);
+        self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            &sid1,
+        )
+        .add(&add);
+        for d in &c.deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let idx = self.conversions.len() as u32;
         self.conversion_index.insert(Id(c.id), idx);
         if let Some(click) = c.click_id {
-            self.click_conversions.entry(Id(click)).or_default().push(idx);
+            self.click_conversions
+                .entry(Id(click))
+                .or_default()
+                .push(idx);
         }
         self.conversions.push(c);
     }
 
-    fn apply_status(&mut self, id: &Id, status: ConversionStatus, audit: String, deliveries: Vec<DeliveryRec>) {
+    fn apply_status(
+        &mut self,
+        id: &Id,
+        status: ConversionStatus,
+        audit: String,
+        deliveries: Vec<DeliveryRec>,
+    ) {
+        for d in &deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let Some(c) = self.conversion_mut(id) else {
             return;
         };
@@ -350,10 +442,11 @@ impl ShardState {
         c.audit.push(audit);
         c.deliveries.extend(deliveries);
         let after = conversion_counters(c);
-        let (time_ms, campaign, affiliate, creative) = (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
+        let (time_ms, campaign, affiliate, creative) =
+            (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
         let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
-        sub(counters, &before);
+        counters.sub_conversions(&before);
         counters.add(&after);
     }
 
@@ -364,20 +457,31 @@ impl ShardState {
             .find(|d| d.seq == seq)
     }
 
-    fn apply_attempt(&mut self, id: &Id, seq: u32, attempt: AttemptRec, state: DeliveryState, next_attempt_ms: u64) {
+    fn apply_attempt(
+        &mut self,
+        id: &Id,
+        seq: u32,
+        attempt: AttemptRec,
+        state: DeliveryState,
+        next_attempt_ms: u64,
+    ) {
         if let Some(d) = self.delivery_mut(id, seq) {
             d.attempts_made += 1;
             d.attempts.push(attempt);
-            d.state = state;
+            let old = std::mem::replace(&mut d.state, state);
             d.next_attempt_ms = next_attempt_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(state, 1);
         }
     }
 
     fn apply_replay(&mut self, id: &Id, seq: u32, time_ms: u64) {
         if let Some(d) = self.delivery_mut(id, seq) {
-            d.state = DeliveryState::Pending;
+            let old = std::mem::replace(&mut d.state, DeliveryState::Pending);
             d.attempts_made = 0;
             d.next_attempt_ms = time_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(DeliveryState::Pending, 1);
         }
     }
 
@@ -407,7 +511,7 @@ impl ShardState {
             campaign_id: key.campaign_id,
             affiliate_id: key.affiliate_id,
             creative_id: key.creative_id,
-            sid1: self.sid1s.get(key.sid1).cloned().unwrap_or_default(),
+            sid1: self.sid1s.get(key.sid1).to_string(),
         }
     }
 
@@ -473,10 +577,17 @@ impl ShardState {
             state.push_click(c);
         }
         for c in s.conversions {
+            for d in &c.deliveries {
+                state.count_delivery(d.state, 1);
+            }
             let idx = state.conversions.len() as u32;
             state.conversion_index.insert(Id(c.id), idx);
             if let Some(click) = c.click_id {
-                state.click_conversions.entry(Id(click)).or_default().push(idx);
+                state
+                    .click_conversions
+                    .entry(Id(click))
+                    .or_default()
+                    .push(idx);
             }
             state.conversions.push(c);
         }
@@ -484,7 +595,13 @@ impl ShardState {
             state.impressions.insert((fp, campaign), t);
         }
         for (k, c) in s.counters {
-            let key = state.stat_key(u64::from(k.day) * MS_PER_DAY, k.campaign_id, k.affiliate_id, k.creative_id, &k.sid1);
+            let key = state.stat_key(
+                u64::from(k.day) * MS_PER_DAY,
+                k.campaign_id,
+                k.affiliate_id,
+                k.creative_id,
+                &k.sid1,
+            );
             state.counters.entry(key).or_default().add(&c);
         }
         state
