@@ -373,14 +373,18 @@ pub struct ControlLog {
 impl ControlLog {
     /// Opens `dir`, recovers the catalog into `catalog`, and creates the fingerprint key on
     /// first start.
-    pub fn open(dir: &Path, catalog: &Catalog) -> Result<ControlLog, crate::Error> {
+    pub fn open(
+        storage: &crate::layout::StorageFactory,
+        dir: &Path,
+        catalog: &Catalog,
+    ) -> Result<ControlLog, crate::Error> {
         let options = wal::Options {
             segment_size_bytes: CONTROL_SEGMENT_BYTES,
             max_record_bytes: CONTROL_MAX_RECORD_BYTES,
             sync: wal::SyncPolicy::Always,
             ..wal::Options::default()
         };
-        let (wal, recovered) = wal::Wal::open(dir, options)?;
+        let (wal, recovered) = crate::layout::open_log(storage, dir, options)?;
         let mut log = ControlLog {
             wal,
             file_seen: HashMap::new(),

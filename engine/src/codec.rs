@@ -266,15 +266,29 @@ pub struct CountersRec {
 }
 
 impl CountersRec {
+    /// Adds `other`. Wrapping on purpose: a shard's counters are a *partial* sum. After a
+    /// reshard a counter may live on another shard than the conversions it counts, so a
+    /// later status change can take one shard's partial below zero; with wrapping
+    /// arithmetic the sum over all shards (what reports show) is still exact.
     pub fn add(&mut self, other: &CountersRec) {
-        self.impressions += other.impressions;
-        self.unique_impressions += other.unique_impressions;
-        self.clicks += other.clicks;
-        self.unique_clicks += other.unique_clicks;
-        self.conversions += other.conversions;
-        self.approved += other.approved;
-        self.revenue_micros += other.revenue_micros;
-        self.payout_micros += other.payout_micros;
+        self.impressions = self.impressions.wrapping_add(other.impressions);
+        self.unique_impressions = self
+            .unique_impressions
+            .wrapping_add(other.unique_impressions);
+        self.clicks = self.clicks.wrapping_add(other.clicks);
+        self.unique_clicks = self.unique_clicks.wrapping_add(other.unique_clicks);
+        self.conversions = self.conversions.wrapping_add(other.conversions);
+        self.approved = self.approved.wrapping_add(other.approved);
+        self.revenue_micros = self.revenue_micros.wrapping_add(other.revenue_micros);
+        self.payout_micros = self.payout_micros.wrapping_add(other.payout_micros);
+    }
+
+    /// Subtracts a conversion's contribution (see [`CountersRec::add`] on wrapping).
+    pub fn sub_conversions(&mut self, other: &CountersRec) {
+        self.conversions = self.conversions.wrapping_sub(other.conversions);
+        self.approved = self.approved.wrapping_sub(other.approved);
+        self.revenue_micros = self.revenue_micros.wrapping_sub(other.revenue_micros);
+        self.payout_micros = self.payout_micros.wrapping_sub(other.payout_micros);
     }
 }
 

@@ -2,6 +2,48 @@
 //! real-time stats, and persist through the `wal` crate; the dispatcher fans conversions
 //! out to affiliate pixels and webhooks. The engine knows nothing of HTTP parsing: the
 //! server hands it [`api`] requests and turns the outcomes into answers.
+//!
+//! # Design
+//!
+//! **Shards.** `storage.shards` actors, each on its own OS thread with a bounded mailbox
+//! (`send().await` is the back-pressure), each owning one log (`data_dir/shard-NNN/`) and a
+//! slice of the state: clicks (fixed-size records in chunks, sub IDs and extras interned),
+//! the click-ID and fingerprint indexes, impressions' uniqueness index, conversions with
+//! their deliveries, and stats counters. A batch of commands is applied, committed with one
+//! `commit()` (group commit), then answered: nothing is acknowledged before it is durable
+//! under `sync = always`. A failed commit poisons the shard (clicks untracked, conversions
+//! 503, health not ready with the reason, logged once).
+//!
+//! **Routing.** IDs carry a 16-bit route key; the owner is `route_key % shard_count`, for
+//! any count, so nothing needs a lookup table ([`ids`]). A click's route key is the top of
+//! the visitor's fingerprint, so its clicks and fingerprint index live together; a
+//! conversion takes its click's key (or a hash of campaign and affiliate when it has no
+//! click), so a click is redeemed on one shard, serialised: exactly once per event under
+//! concurrent posts. A delivery's ID is `<conversion id>.<seq>`.
+//!
+//! **Attribution** walks SPEC 2.3's order in [`Engine::convert`], asking the owning shard of
+//! each candidate (click ID, cookies, fingerprint, AFID pair); the first shard that matches
+//! decides and records. Merchant-reference dedupe is global (a `DashMap` reservation made by
+//! the recording shard, released if its write fails).
+//!
+//! **Catalog.** Campaigns, affiliates and webhooks live in `DashMap`s read by every shard,
+//! persisted in the control log (`data_dir/control/`) with the fingerprint key. A config
+//! file entry is applied at start-up only when the file's version of it changed since the
+//! last start, so admin changes survive restarts and edited file entries win once.
+//!
+//! **Deliveries** (durable outbox) are computed when a counted conversion is recorded (or
+//! its status changes) and written in the same WAL record; they are handed to the
+//! [`dispatcher::Dispatcher`] after the commit, every `AttemptReport` is routed back to the
+//! owning shard and appended, and pending deliveries are resubmitted after recovery.
+//!
+//! **Snapshots** are written per shard every `storage.snapshot_every_records` records; they
+//! drop clicks past the longest cookie life and let the log delete old segments.
+//! **Resharding** at start-up re-routes every record to the new shard count with a
+//! crash-safe protocol ([`layout`]).
+//!
+//! **Bytes on disk** are encoded in one module ([`codec`], bincode 2, versioned by record
+//! kind and snapshot format byte). **Money** is integer micro-units inside, `f64` at the
+//! API. **Time** comes from a [`Clock`].
 
 pub mod api;
 mod catalog;
@@ -75,6 +117,8 @@ pub struct Health {
     pub fault: Option<String>,
 }
 
+/// How long shutdown waits for the last attempt reports to reach their shards.
+const ROUTER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default page size of `conversions` and `deliveries`.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page of `conversions` and `deliveries`: bounds one answer's memory.
@@ -96,6 +140,8 @@ struct Inner {
     dispatcher: Dispatcher,
     key: FingerprintKey,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The attempt-report router; shutdown waits for it to drain.
+    router: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shut_down: std::sync::atomic::AtomicBool,
 }
 
@@ -227,6 +273,26 @@ impl Engine {
     /// starts the shard actors and the dispatcher. Blocking; call before serving, from
     /// within a tokio runtime (the dispatcher and the attempt-report router run on it).
     pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+        Self::open_with(config, clock, dispatcher::DispatchOptions::default())
+    }
+
+    /// [`Engine::open`] with explicit dispatcher options (short retry schedules in tests).
+    pub fn open_with(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+    ) -> Result<Engine, Error> {
+        Self::open_on(config, clock, dispatch_options, layout::real_files())
+    }
+
+    /// [`Engine::open_with`] on any storage for the logs (tests inject disk faults with the
+    /// wal crate's simulated disk).
+    pub fn open_on(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        dispatch_options: dispatcher::DispatchOptions,
+        log_storage: layout::StorageFactory,
+    ) -> Result<Engine, Error> {
         let started = std::time::Instant::now();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must run within a tokio runtime".into()))?;
@@ -254,7 +320,8 @@ impl Engine {
         let data_dir = storage.data_dir.clone();
         layout::ensure_data_dir(&data_dir)?;
         let catalog = Arc::new(Catalog::default());
-        let mut control = ControlLog::open(&layout::control_dir(&data_dir), &catalog)?;
+        let mut control =
+            ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
         control.seed(
             &catalog,
             &config.campaigns,
@@ -268,14 +335,21 @@ impl Engine {
         let options = wal_options(storage);
         let existing = layout::existing_shards(&data_dir)?;
         if existing != 0 && existing != shard_count {
-            recovery::reshard(&data_dir, existing, shard_count, &options, &mut control)?;
+            recovery::reshard(
+                &data_dir,
+                existing,
+                shard_count,
+                &options,
+                &mut control,
+                &log_storage,
+            )?;
         } else {
             layout::clear_staging(&data_dir)?;
         }
         let mut opened = Vec::with_capacity(shard_count);
         let mut records = 0u64;
         for i in 0..shard_count {
-            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options)?;
+            let (wal, state, report) = recovery::open_shard(&data_dir, i, &options, &log_storage)?;
             records += report.records;
             if report.torn_tail_bytes > 0 {
                 tracing::warn!(
@@ -307,7 +381,12 @@ impl Engine {
         let (report_tx, mut report_rx) = mpsc::unbounded_channel();
         let dispatcher = {
             let _guard = runtime.enter();
-            Dispatcher::spawn(config.dispatch.clone(), Arc::clone(&clock), report_tx)
+            Dispatcher::spawn_with(
+                config.dispatch.clone(),
+                dispatch_options,
+                Arc::clone(&clock),
+                report_tx,
+            )
         };
         let mut senders = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
@@ -331,7 +410,18 @@ impl Engine {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{i:03}"))
-                .spawn(move || actor.run(rx))
+                .spawn({
+                    let shared = Arc::clone(&shared);
+                    move || {
+                        // A bug must not silently take a shard away: report it as a fault.
+                        let run = std::panic::AssertUnwindSafe(move || actor.run(rx));
+                        if std::panic::catch_unwind(run).is_err() {
+                            shared
+                                .health
+                                .fault(format!("shard {i} stopped after a panic"));
+                        }
+                    }
+                })
                 .map_err(|e| Error::Io {
                     path: layout::shard_dir(&data_dir, i),
                     source: e,
@@ -343,7 +433,7 @@ impl Engine {
         let shards = Arc::new(senders);
         // Routes each attempt report to the shard that owns the delivery, which persists it.
         let weak = Arc::downgrade(&shards);
-        runtime.spawn(async move {
+        let router = runtime.spawn(async move {
             while let Some(report) = report_rx.recv().await {
                 let Some(shards) = weak.upgrade() else { break };
                 let Some(id) = DeliveryId::parse(&report.delivery_id) else {
@@ -372,6 +462,7 @@ impl Engine {
                 dispatcher,
                 key,
                 threads: Mutex::new(threads),
+                router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -934,6 +1025,18 @@ impl Engine {
             return;
         }
         self.inner.dispatcher.shutdown().await;
+        // The dispatcher has stopped; once its last report sender is gone the router ends,
+        // having handed every report to its shard. Bounded: a stuck sender must not stop
+        // the logs from being synced (unpersisted attempts are simply retried after restart).
+        let router = self
+            .inner
+            .router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(router) = router {
+            let _ = tokio::time::timeout(ROUTER_DRAIN_TIMEOUT, router).await;
+        }
         let _ = self.ask_all(Cmd::Shutdown).await;
         let _ = self
             .control(|log, _| {

@@ -76,6 +76,7 @@ pub fn reshard(
     new: usize,
     options: &wal::Options,
     control: &mut ControlLog,
+    storage: &layout::StorageFactory,
 ) -> Result<(), crate::Error> {
     tracing::info!(
         old,
@@ -85,13 +86,18 @@ pub fn reshard(
     layout::clear_staging(data_dir)?;
     let mut builders: Vec<SnapshotBuilder> = (0..new).map(|_| SnapshotBuilder::default()).collect();
     for i in 0..old {
-        let (wal, recovered) = wal::Wal::open(&layout::shard_dir(data_dir, i), options.clone())?;
+        let (wal, recovered) =
+            layout::open_log(storage, &layout::shard_dir(data_dir, i), options.clone())?;
         let state = crate::shard::recover_state(&recovered)?;
         drop(wal);
         distribute(state.to_snapshot(0, |_, _| true), &mut builders);
     }
     for (j, b) in builders.into_iter().enumerate() {
-        let (mut wal, _) = wal::Wal::open(&layout::staged_shard_dir(data_dir, j), options.clone())?;
+        let (mut wal, _) = layout::open_log(
+            storage,
+            &layout::staged_shard_dir(data_dir, j),
+            options.clone(),
+        )?;
         let data = codec::encode_shard_snapshot(&b.finish());
         let lsn = wal.next_lsn();
         wal.write_snapshot(lsn, &data)?;
@@ -108,8 +114,13 @@ pub fn open_shard(
     data_dir: &Path,
     index: usize,
     options: &wal::Options,
+    storage: &layout::StorageFactory,
 ) -> Result<(wal::Wal, ShardState, wal::RecoveryReport), crate::Error> {
-    let (wal, recovered) = wal::Wal::open(&layout::shard_dir(data_dir, index), options.clone())?;
+    let (wal, recovered) = layout::open_log(
+        storage,
+        &layout::shard_dir(data_dir, index),
+        options.clone(),
+    )?;
     let state = crate::shard::recover_state(&recovered)?;
     Ok((wal, state, recovered.report))
 }

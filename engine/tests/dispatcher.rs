@@ -37,6 +37,8 @@ enum Answer {
     WithHeader(u16, &'static str, &'static str),
     /// Never answer (the connection stays open).
     Hang,
+    /// 200 with a body of this many bytes.
+    Big(usize),
 }
 
 /// One request as the sink saw it.
@@ -97,19 +99,22 @@ impl Sink {
                                 .expect("script lock")
                                 .pop_front()
                                 .unwrap_or(fallback);
+                            let mut body = Bytes::from_static(b"ok");
                             let (status, header) = match answer {
                                 Answer::Status(s) => (s, None),
                                 Answer::WithHeader(s, n, v) => (s, Some((n, v))),
                                 Answer::Hang => std::future::pending().await,
+                                Answer::Big(size) => {
+                                    body = Bytes::from(vec![b'x'; size]);
+                                    (200, None)
+                                }
                             };
                             let mut response = Response::builder().status(status);
                             if let Some((name, value)) = header {
                                 response = response.header(name, value);
                             }
                             Ok::<_, hyper::Error>(
-                                response
-                                    .body(Full::new(Bytes::from_static(b"ok")))
-                                    .expect("sink response"),
+                                response.body(Full::new(body)).expect("sink response"),
                             )
                         }
                     });
@@ -264,6 +269,30 @@ async fn deliveries_to_one_host_reuse_a_kept_alive_connection() {
     assert_eq!(
         sink.connections.load(std::sync::atomic::Ordering::SeqCst),
         1
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_answer_is_cut_off_and_still_counts() {
+    let mut sink = Sink::start(vec![Answer::Big(4 << 20)], Answer::Status(200)).await;
+    let mut h = start(true, 5_000, options(&[1]));
+    h.dispatcher.submit(get("dlv-big", sink.url("/big")));
+    assert_eq!(
+        h.report().await.outcome,
+        AttemptOutcome::Delivered { status: 200 }
+    );
+    // The cut-off connection is not reused: the next delivery opens a new one.
+    h.dispatcher.submit(get("dlv-next", sink.url("/next")));
+    assert_eq!(
+        h.report().await.outcome,
+        AttemptOutcome::Delivered { status: 200 }
+    );
+    assert_eq!(sink.next().await.path_and_query, "/big");
+    assert_eq!(sink.next().await.path_and_query, "/next");
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        2
     );
     h.stop().await;
 }

@@ -256,6 +256,7 @@ const MACROS: &[&str] = &[
     "{merchant_ref}",
     "{utm_source}",
     "{unknown}",
+    "[=Unknown=]",
 ];
 const HOSTILE: &[&str] = &[
     "&",

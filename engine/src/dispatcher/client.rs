@@ -413,7 +413,11 @@ async fn handshake<S>(io: S) -> Result<Connection, ErrorClass>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    // The read buffer is bounded too, so neither headers nor one body chunk can make a
+    // hostile target's answer take more than this much memory.
+    let (sender, driver) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_BODY_BYTES)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|_| ErrorClass::Protocol)?;
     let driver = tokio::spawn(async move {

@@ -298,6 +298,17 @@ impl ShardActor {
                 .set(stats.bytes_appended as f64);
             metrics::gauge!("clicktrail_wal_syncs", "shard" => self.settings.index.to_string())
                 .set(stats.syncs as f64);
+            metrics::gauge!("clicktrail_wal_last_sync_batch_records", "shard" => self.settings.index.to_string())
+                .set(stats.last_sync_batch_records as f64);
+            let [pending, delivered, failed] = self.state.delivery_states();
+            for (state, n) in [
+                ("pending", pending),
+                ("delivered", delivered),
+                ("failed", failed),
+            ] {
+                metrics::gauge!("clicktrail_deliveries", "state" => state, "shard" => self.settings.index.to_string())
+                    .set(n as f64);
+            }
         }
         if !durable {
             for (key, id) in self.reservations.drain(..) {

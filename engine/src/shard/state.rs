@@ -108,6 +108,16 @@ pub struct ShardState {
     /// Conversions of each click (indexes into `conversions`).
     click_conversions: HashMap<Id, Vec<u32>>,
     counters: HashMap<StatKey, CountersRec>,
+    /// Deliveries per state (pending, delivered, failed), for metrics.
+    delivery_states: [u64; 3],
+}
+
+fn state_index(state: DeliveryState) -> usize {
+    match state {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Failed => 2,
+    }
 }
 
 /// What a conversion adds to the counters in its current status.
@@ -124,14 +134,17 @@ pub fn conversion_counters(c: &ConversionRec) -> CountersRec {
     out
 }
 
-fn sub(a: &mut CountersRec, b: &CountersRec) {
-    a.conversions -= b.conversions;
-    a.approved -= b.approved;
-    a.revenue_micros -= b.revenue_micros;
-    a.payout_micros -= b.payout_micros;
-}
-
 impl ShardState {
+    /// Deliveries per state: (pending, delivered, failed).
+    pub fn delivery_states(&self) -> [u64; 3] {
+        self.delivery_states
+    }
+
+    fn count_delivery(&mut self, state: DeliveryState, delta: i64) {
+        let slot = &mut self.delivery_states[state_index(state)];
+        *slot = slot.saturating_add_signed(delta);
+    }
+
     pub fn click_count(&self) -> usize {
         self.click_count
     }
@@ -373,6 +386,9 @@ impl ShardState {
             &sid1,
         )
         .add(&add);
+        for d in &c.deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let idx = self.conversions.len() as u32;
         self.conversion_index.insert(Id(c.id), idx);
         if let Some(click) = c.click_id {
@@ -391,6 +407,9 @@ impl ShardState {
         audit: String,
         deliveries: Vec<DeliveryRec>,
     ) {
+        for d in &deliveries {
+            self.count_delivery(d.state, 1);
+        }
         let Some(c) = self.conversion_mut(id) else {
             return;
         };
@@ -403,7 +422,7 @@ impl ShardState {
             (c.time_ms, c.campaign_id, c.affiliate_id, c.creative_id);
         let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
         let counters = self.counters_mut(time_ms, campaign, affiliate, creative, &sid1);
-        sub(counters, &before);
+        counters.sub_conversions(&before);
         counters.add(&after);
     }
 
@@ -425,16 +444,20 @@ impl ShardState {
         if let Some(d) = self.delivery_mut(id, seq) {
             d.attempts_made += 1;
             d.attempts.push(attempt);
-            d.state = state;
+            let old = std::mem::replace(&mut d.state, state);
             d.next_attempt_ms = next_attempt_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(state, 1);
         }
     }
 
     fn apply_replay(&mut self, id: &Id, seq: u32, time_ms: u64) {
         if let Some(d) = self.delivery_mut(id, seq) {
-            d.state = DeliveryState::Pending;
+            let old = std::mem::replace(&mut d.state, DeliveryState::Pending);
             d.attempts_made = 0;
             d.next_attempt_ms = time_ms;
+            self.count_delivery(old, -1);
+            self.count_delivery(DeliveryState::Pending, 1);
         }
     }
 
@@ -530,6 +553,9 @@ impl ShardState {
             state.push_click(c);
         }
         for c in s.conversions {
+            for d in &c.deliveries {
+                state.count_delivery(d.state, 1);
+            }
             let idx = state.conversions.len() as u32;
             state.conversion_index.insert(Id(c.id), idx);
             if let Some(click) = c.click_id {

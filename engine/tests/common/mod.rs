@@ -51,6 +51,7 @@ pub fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
 
 pub struct Harness {
     engine: Option<Engine>,
+    pub options: engine::dispatcher::DispatchOptions,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
     pub config: EngineConfig,
@@ -58,13 +59,27 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(shards: usize, tweak: impl FnOnce(&mut EngineConfig)) -> Harness {
+        Self::with_options(
+            shards,
+            tweak,
+            engine::dispatcher::DispatchOptions::default(),
+        )
+    }
+
+    pub fn with_options(
+        shards: usize,
+        tweak: impl FnOnce(&mut EngineConfig),
+        options: engine::dispatcher::DispatchOptions,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = config(dir.path(), shards);
         tweak(&mut config);
         let clock = Arc::new(ManualClock::new(T0_MS));
-        let engine = Engine::open(config.clone(), clock.clone()).expect("engine opens");
+        let engine = Engine::open_with(config.clone(), clock.clone(), options.clone())
+            .expect("engine opens");
         Harness {
             engine: Some(engine),
+            options,
             clock,
             dir,
             config,
@@ -80,8 +95,21 @@ impl Harness {
     pub fn crash_and_reopen(&mut self, shards: usize) {
         drop(self.engine.take());
         self.config.storage.shards = shards;
-        self.engine =
-            Some(Engine::open(self.config.clone(), self.clock.clone()).expect("engine reopens"));
+        self.engine = Some(
+            Engine::open_with(
+                self.config.clone(),
+                self.clock.clone(),
+                self.options.clone(),
+            )
+            .expect("engine reopens"),
+        );
+    }
+
+    /// Shuts the engine down gracefully (every attempt report persisted, logs synced) and
+    /// opens the same data directory again.
+    pub async fn restart(&mut self) {
+        self.engine().shutdown().await;
+        self.crash_and_reopen(self.config.storage.shards);
     }
 }
 

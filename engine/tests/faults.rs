@@ -1,0 +1,124 @@
+//! When the log cannot persist (SPEC 6): clicks still redirect but untracked, conversions
+//! answer 503, admin writes fail, health says why; nothing acknowledged before the fault is
+//! lost. Faults are injected with the wal crate's simulated disk.
+
+mod common;
+
+use common::*;
+use engine::layout::StorageFactory;
+use engine::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wal::storage::{FaultPlan, SimDisk, Storage};
+
+/// One simulated disk per log directory.
+#[derive(Clone, Default)]
+struct Disks(Arc<Mutex<HashMap<PathBuf, SimDisk>>>);
+
+impl Disks {
+    fn factory(&self) -> StorageFactory {
+        let disks = self.clone();
+        Arc::new(move |dir: &Path| {
+            let mut map = disks.0.lock().expect("disks");
+            let disk = map.entry(dir.to_path_buf()).or_default().clone();
+            Ok(Arc::new(disk) as Arc<dyn Storage>)
+        })
+    }
+
+    fn set_faults(&self, plan: FaultPlan) {
+        for disk in self.0.lock().expect("disks").values() {
+            disk.set_faults(plan.clone());
+        }
+    }
+
+    /// Every disk as a power loss would leave it.
+    fn crashed(&self, seed: u64) -> Disks {
+        let map = self
+            .0
+            .lock()
+            .expect("disks")
+            .iter()
+            .map(|(k, d)| (k.clone(), d.crash(seed)))
+            .collect();
+        Disks(Arc::new(Mutex::new(map)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_log_degrades_and_never_pretends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), 2);
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    let disks = Disks::default();
+    let open = |disks: &Disks| {
+        Engine::open_on(
+            config.clone(),
+            clock.clone(),
+            engine::dispatcher::DispatchOptions::default(),
+            disks.factory(),
+        )
+        .expect("engine opens")
+    };
+    let e = open(&disks);
+    assert!(e.health().ready);
+    let before = click_id(&e, click_request(1, 7, 1)).await;
+    let mut req = conversion(PixelType::S2s);
+    req.click_id = Some(before.clone());
+    let acked = e.convert(req).await;
+    assert_eq!(acked.status, OutcomeStatus::Approved);
+
+    // Every sync fails from now on (EIO): the logs are poisoned at their next commit.
+    disks.set_faults(FaultPlan {
+        eio_after_syncs: Some(0),
+        ..FaultPlan::default()
+    });
+    for v in 0..8 {
+        match e.click(click_request(1, 7, v)).await.expect("not rejected") {
+            ClickOutcome::Untracked { location, degraded } => {
+                assert!(degraded);
+                assert!(
+                    location.starts_with("https://shop.example/?ref=&a=7"),
+                    "{location}"
+                );
+            }
+            other => panic!("a click was acknowledged on a failing log: {other:?}"),
+        }
+    }
+    for afid in [7, 8] {
+        let mut post = conversion(PixelType::S2s);
+        post.source = source(1, afid, "");
+        let out = e.convert(post).await;
+        assert_eq!(out.status, OutcomeStatus::Unavailable);
+        assert_eq!(out.status.http_status(), 503);
+    }
+    let health = e.health();
+    assert!(!health.ready);
+    assert!(
+        health.fault.as_deref().is_some_and(|f| f.contains("shard")),
+        "{health:?}"
+    );
+    assert!(matches!(
+        e.put_campaign(demo_campaign(5)).await,
+        Err(AdminError::Unavailable(_))
+    ));
+    assert!(
+        e.campaign(5).is_none(),
+        "a change that is not durable is not visible"
+    );
+    drop(e);
+
+    // Power loss, then recovery: everything acknowledged before the fault is there.
+    let recovered = disks.crashed(7);
+    let e = open(&recovered);
+    assert!(e.health().ready);
+    let view = e
+        .click_view(&before)
+        .await
+        .expect("acknowledged click survives");
+    assert_eq!(view.conversions.len(), 1);
+    assert_eq!(
+        Some(&view.conversions[0].conversion_id),
+        acked.conversion_id.as_ref()
+    );
+}
