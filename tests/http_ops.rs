@@ -37,6 +37,8 @@ async fn health_readiness_and_metrics() {
         text.contains("clicktrail_http_request_duration_seconds_bucket{route=\"click\""),
         "{text}"
     );
+    // The engine records through the same process-wide recorder.
+    assert!(text.contains("clicktrail_clicks_total"), "{text}");
     server.stop().await;
 }
 
@@ -149,6 +151,8 @@ listen = "127.0.0.1:0"
 [storage]
 shards = 2
 sync = "always"
+# Small segments: less to preallocate on each start.
+segment_size_bytes = 2097152
 
 [admin]
 token = "restart-token"

@@ -116,8 +116,16 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.message().to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .and_then(|span| text.as_bytes().get(..span.start))
+                .map(|before| before.iter().filter(|b| **b == b'\n').count() + 1);
+            ConfigError::Invalid(match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_string(),
+            })
+        })?;
         let config = config.with_env(env)?;
         config.validate()?;
         Ok(config)
@@ -334,6 +342,7 @@ url = "https://crm.example/hooks"
             ("[storage]\nsync = \"sometimes\"\n", "sometimes"),
             ("[server]\nlisten = \"nope\"\n", "server.listen"),
             ("[bogus]\n", "bogus"),
+            ("\n\n[server]\nlisen = \"x\"\n", "line 4"),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(text, &env(&[])).unwrap_err().to_string();

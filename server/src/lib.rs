@@ -137,6 +137,8 @@ async fn serve_listener(
 /// `clicktrail serve`: opens the engine on `config`, binds the listeners, prints the demo
 /// links on embedded defaults, serves until SIGINT/SIGTERM, then drains and syncs.
 pub async fn serve(mut config: Config) -> anyhow_free::Result<()> {
+    // Before recovery, so the engine's recovery metrics are recorded.
+    let _ = metrics::handle();
     if config.embedded_defaults && config.admin.token.is_empty() {
         config.admin.token = demo::admin_token(&config.storage.data_dir).map_err(|e| {
             format!(

@@ -90,10 +90,25 @@ where
 {
     let started = Instant::now();
     let route = route_label(request.uri().path());
+    // Only copied when someone reads debug logs: the hot path does not allocate for it.
+    // The path only: query strings carry postback tokens and visitors' data.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_string()));
     let in_flight = metrics::InFlight::start();
     let answer = dispatch(app, surface, request, peer).await;
     drop(in_flight);
-    metrics::record_request(route, answer.status().as_u16(), started.elapsed());
+    let elapsed = started.elapsed();
+    metrics::record_request(route, answer.status().as_u16(), elapsed);
+    if let Some((method, target)) = logged {
+        tracing::debug!(
+            %method,
+            path = %Escaped(&target),
+            status = answer.status().as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            %peer,
+            "request"
+        );
+    }
     answer
 }
 
