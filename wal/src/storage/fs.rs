@@ -119,7 +119,9 @@ fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     let zeros = vec![0u8; CHUNK_BYTES];
     let mut at = from;
     while at < to {
-        let n = usize::try_from(to - at).unwrap_or(CHUNK_BYTES).min(CHUNK_BYTES);
+        let n = usize::try_from(to - at)
+            .unwrap_or(CHUNK_BYTES)
+            .min(CHUNK_BYTES);
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
@@ -189,7 +191,9 @@ impl Storage for FsStorage {
         // writes it (the directory lock), and the log never truncates a mapped file. An
         // outside truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
         // same).
-        let map = unsafe { MmapOptions::new().len(len).map_mut(&file)? };
+        // `populate` faults the pages in now (on the preparing thread, for new segments)
+        // rather than one by one during appends.
+        let map = unsafe { MmapOptions::new().len(len).populate().map_mut(&file)? };
         Ok(Box::new(MappedSegment { map }))
     }
 
