@@ -1,5 +1,7 @@
 //! The `clicktrail` binary: parse the command line, load config, call into the crates.
 
+mod loadgen;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Drive a running clicktrail with a seeded, realistic mix and check what it recorded.
+    Loadgen(loadgen::Args),
     /// Inspect the write-ahead log of a data directory.
     Wal {
         #[command(subcommand)]
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
                 .block_on(server::serve(config))
                 .map_err(|e| anyhow::anyhow!(e))
         }
+        Command::Loadgen(args) => loadgen::run(args),
         Command::Wal {
             command: WalCommand::Verify { dir },
         } => {

@@ -119,7 +119,14 @@ impl Writer {
             pos: HEADER_PAGE_BYTES,
             dirty: None,
             segments: scan.segments,
-            prepared: Prepared::None,
+            prepared: match scan.reusable {
+                Some((name, header)) => Prepared::Ready(PreparedSegment {
+                    name,
+                    salt: header.salt,
+                    size_bytes: header.size_bytes,
+                }),
+                None => Prepared::None,
+            },
             next_seq: scan.next_seq,
             next_lsn: scan.next_lsn,
             synced_lsn: scan.next_lsn.saturating_sub(1),
@@ -152,7 +159,7 @@ impl Writer {
                 writer.file = file;
             }
             None => {
-                let prepared = writer.prepare_now()?;
+                let prepared = writer.take_prepared()?;
                 writer.activate(prepared)?;
             }
         }

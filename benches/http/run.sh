@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# The HTTP benchmark (issue 6), one command: `benches/http/run.sh`.
+#
+# Builds release, starts clicktrail (fresh data directory, sync = "always", one campaign,
+# one affiliate) and the bare hyper baseline (benches/http/baseline.rs) side by side on
+# 127.0.0.1, drives both with wrk in interleaved rounds (per route: baseline, then
+# clicktrail, in every round), and writes a Markdown table to $OUT (and stdout).
+#
+# Routes: click      GET /click.track?CID=1&AFID=1&ADID=1&SID=bench
+#         s2s        GET /pixel.track?type=s2s&ClickID=<fresh>   (IDs minted per round
+#                    with /click.track?...&R=0 just before the round, see mint.lua)
+#         impression GET /impression.track?CID=1&AFID=1&ADID=1&SID=bench
+#
+# Per run: requests/s, p50/p99 latency (wrk), server CPU per request (utime + stime of the
+# server process from /proc/PID/stat over the run, divided by the requests), peak RSS
+# (VmHWM), and clicktrail's ratios to the baseline of the same round.
+#
+# CPU sharing on the 2-core box: both servers are pinned to $SERVER_CPUS (default CPU 1)
+# and wrk to $WRK_CPUS (default CPU 0), so the server under load has one core to itself
+# and the load generator the other; only one server is loaded at a time. CPU per request
+# is therefore measured on one core; kernel work done on the server's behalf outside its
+# threads (journal commits, block I/O completion for fdatasync) is not in the figure.
+#
+# Everything is bounded: each wrk run lasts $DURATION_S seconds (hard limit: `timeout`),
+# the number of rounds is fixed, and only 127.0.0.1 is contacted.
+#
+# Environment overrides (defaults in brackets):
+#   ROUNDS [3]  DURATION_S [10]  CONNECTIONS [64]  ROUTES ["click s2s impression"]
+#   SERVER_CPUS [1]  WRK_CPUS [0]  WRK_THREADS [1]  MINT_FACTOR [3] (mint seconds per
+#   s2s second: minting runs slower than the s2s posts it feeds)  WARMUP_S [3] (unmeasured
+#   clicks against each server first: page faults of fresh log segments, pools, caches)  CLICKTRAIL_PORT [18080]  BASELINE_PORT [18090]  OUT [benches/http/results.md]
+#   SKIP_BUILD [0]  KEEP_DATA [0]  SYNC [always]
+#   PROFILE [0]: 1 = after the rounds, one more run per route against clicktrail under
+#   `perf record -g` (not in the table: perf slows it); the top of each profile goes to
+#   $OUT_DIR/profile-<route>.txt (perf from Debian: apt-get install -y linux-perf)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION_S=${DURATION_S:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUTES=${ROUTES:-"click s2s impression"}
+SERVER_CPUS=${SERVER_CPUS:-1}
+WRK_CPUS=${WRK_CPUS:-0}
+WRK_THREADS=${WRK_THREADS:-1}
+MINT_FACTOR=${MINT_FACTOR:-3}
+WARMUP_S=${WARMUP_S:-3}
+CLICKTRAIL_PORT=${CLICKTRAIL_PORT:-18080}
+BASELINE_PORT=${BASELINE_PORT:-18090}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_DATA=${KEEP_DATA:-0}
+SYNC=${SYNC:-always}
+PROFILE=${PROFILE:-0}
+ADMIN_TOKEN=bench-admin-token
+
+# Longest a single wrk run may take beyond its duration before it is killed (connect
+# timeouts, a wedged server): the benchmark must end even when a target misbehaves.
+WRK_GRACE_S=30
+# How long a freshly started server gets to answer its first request.
+STARTUP_WAIT_TENTHS=300
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_DIR="$ROOT/benches/http"
+OUT=${OUT:-"$BENCH_DIR/results.md"}
+OUT_DIR=$(dirname "$OUT")
+export BENCH_LUA_DIR="$BENCH_DIR" WRK_THREADS
+
+log() { echo "[bench] $*" >&2; }
+die() {
+    log "error: $*"
+    if [ -n "${CLICKTRAIL_PID:-}" ] && ! kill -0 "$CLICKTRAIL_PID" 2>/dev/null; then
+        log "clicktrail (pid $CLICKTRAIL_PID) is gone; the end of its log:"
+        tail -n 20 "$WORK/clicktrail.log" >&2 || true
+    fi
+    exit 1
+}
+
+if ! command -v wrk >/dev/null; then
+    log "wrk not found: installing it from Debian packages"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get install -y wrk || { $SUDO apt-get update && $SUDO apt-get install -y wrk; }
+fi
+command -v taskset >/dev/null || die "taskset (util-linux) is required"
+command -v curl >/dev/null || die "curl is required"
+
+cd "$ROOT"
+if [ "$SKIP_BUILD" != 1 ]; then
+    log "building release binaries"
+    cargo build --release --bin clicktrail --bin baseline >&2
+fi
+CLICKTRAIL_BIN=${CLICKTRAIL_BIN:-"$ROOT/target/release/clicktrail"}
+BASELINE_BIN="$ROOT/target/release/baseline"
+
+WORK=$(mktemp -d -t clicktrail-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP_DATA" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+cat >"$WORK/clicktrail.toml" <<EOF
+[server]
+listen = "127.0.0.1:$CLICKTRAIL_PORT"
+public_url = "http://127.0.0.1:$CLICKTRAIL_PORT"
+
+[storage]
+data_dir = "$WORK/data"
+sync = "$SYNC"
+
+[admin]
+token = "$ADMIN_TOKEN"
+
+[[campaigns]]
+id = 1
+name = "Bench offer"
+landing_url = "https://shop.example/?ref={click_id}&a={affiliate_id}&s={sid1}"
+revenue = 10.0
+payout = 4.0
+allow_afid_posts = true
+
+[[affiliates]]
+id = 1
+name = "Bench affiliate"
+EOF
+
+wait_ready() { # url
+    local tries=0
+    until curl -s -o /dev/null --max-time 1 "$1"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt "$STARTUP_WAIT_TENTHS" ] || die "no answer from $1"
+        sleep 0.1
+    done
+}
+
+log "starting baseline and clicktrail on CPUs $SERVER_CPUS (wrk on $WRK_CPUS)"
+taskset -c "$SERVER_CPUS" "$BASELINE_BIN" "127.0.0.1:$BASELINE_PORT" 2>"$WORK/baseline.log" &
+PIDS+=($!)
+BASELINE_PID=$!
+RUST_LOG=${RUST_LOG:-warn} taskset -c "$SERVER_CPUS" "$CLICKTRAIL_BIN" serve --config "$WORK/clicktrail.toml" \
+    >"$WORK/clicktrail.log" 2>&1 &
+PIDS+=($!)
+CLICKTRAIL_PID=$!
+wait_ready "http://127.0.0.1:$BASELINE_PORT/"
+wait_ready "http://127.0.0.1:$CLICKTRAIL_PORT/healthz"
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid -> utime + stime, in clock ticks (fields 14 and 15; comm may hold spaces)
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# fdatasyncs of clicktrail's shard logs so far (the clicktrail_wal_syncs gauges of /metrics):
+# requests per sync over a run is the group commit's mean batch.
+wal_syncs() {
+    curl -s --max-time 2 "http://127.0.0.1:$CLICKTRAIL_PORT/metrics" |
+        awk '/^clicktrail_wal_syncs/ { s += $NF } END { printf "%d", s }'
+}
+
+route_path() {
+    case $1 in
+        click) echo "/click.track?CID=1&AFID=1&ADID=1&SID=bench" ;;
+        impression) echo "/impression.track?CID=1&AFID=1&ADID=1&SID=bench" ;;
+        s2s) echo "/pixel.track" ;; # the path and query come from s2s.lua
+        *) die "unknown route $1" ;;
+    esac
+}
+route_script() {
+    case $1 in
+        s2s) echo "$BENCH_DIR/s2s.lua" ;;
+        *) echo "$BENCH_DIR/common.lua" ;;
+    esac
+}
+
+# One bounded wrk run; prints its RESULT line.
+run_wrk() { # seconds script url
+    timeout $(($1 + WRK_GRACE_S)) taskset -c "$WRK_CPUS" \
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1s" --timeout 5s -s "$2" "$3" | grep '^RESULT ' ||
+        die "wrk gave no result for $3"
+}
+field() { # name result-line
+    tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+mint_click_ids() { # -> the file of fresh click IDs
+    local seconds ids="$WORK/click-ids.txt"
+    seconds=$(awk -v d="$DURATION_S" -v f="$MINT_FACTOR" 'BEGIN { s = d * f; print (s == int(s)) ? s : int(s) + 1 }')
+    rm -f "$WORK"/mint.*
+    MINT_OUT="$WORK/mint" run_wrk "$seconds" "$BENCH_DIR/mint.lua" \
+        "http://127.0.0.1:$CLICKTRAIL_PORT/click.track?CID=1&AFID=1&SID=mint&R=0" >/dev/null
+    cat "$WORK"/mint.* >"$ids"
+    log "minted $(wc -l <"$ids") click IDs in ${seconds}s"
+    echo "$ids"
+}
+
+TSV="$WORK/results.tsv"
+: >"$TSV"
+measure() { # round route target pid port
+    local round=$1 route=$2 target=$3 pid=$4 port=$5 before after result syncs_before=0 syncs=0
+    [ "$target" = clicktrail ] && syncs_before=$(wal_syncs)
+    before=$(cpu_ticks "$pid")
+    result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
+    after=$(cpu_ticks "$pid")
+    [ "$target" = clicktrail ] && syncs=$(($(wal_syncs) - syncs_before))
+    local requests errors
+    requests=$(field requests "$result")
+    errors=$(($(field errors_status "$result") + $(field errors_connect "$result") + $(field errors_read "$result") + $(field errors_write "$result") + $(field errors_timeout "$result")))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
+        "$(field rps "$result")" "$(field p50_us "$result")" "$(field p99_us "$result")" \
+        "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')" \
+        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" >>"$TSV"
+    log "round $round $route $target: $(field rps "$result") req/s, p99 $(field p99_us "$result") us, errors $errors"
+}
+
+log "warming up for ${WARMUP_S}s per server"
+run_wrk "$WARMUP_S" "$BENCH_DIR/common.lua" "http://127.0.0.1:$BASELINE_PORT$(route_path click)" >/dev/null
+run_wrk "$WARMUP_S" "$BENCH_DIR/common.lua" "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path click)" >/dev/null
+
+for round in $(seq 1 "$ROUNDS"); do
+    for route in $ROUTES; do
+        if [ "$route" = s2s ]; then
+            CLICK_IDS_FILE=$(mint_click_ids)
+            export CLICK_IDS_FILE
+        fi
+        measure "$round" "$route" baseline "$BASELINE_PID" "$BASELINE_PORT"
+        measure "$round" "$route" clicktrail "$CLICKTRAIL_PID" "$CLICKTRAIL_PORT"
+    done
+done
+
+# Where the time goes: one profiled run per route, after (and apart from) the measured ones.
+if [ "$PROFILE" = 1 ]; then
+    command -v perf >/dev/null || die "PROFILE=1 needs perf (apt-get install -y linux-perf)"
+    for route in $ROUTES; do
+        if [ "$route" = s2s ]; then
+            CLICK_IDS_FILE=$(mint_click_ids)
+            export CLICK_IDS_FILE
+        fi
+        perf record -F 999 -g -p "$CLICKTRAIL_PID" -o "$WORK/perf.$route.data" \
+            -- sleep "$DURATION_S" 2>"$WORK/perf.$route.log" &
+        perf_pid=$!
+        run_wrk "$DURATION_S" "$(route_script "$route")" \
+            "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path "$route")" >/dev/null
+        wait "$perf_pid" || true
+        {
+            echo "# perf profile of clicktrail on $route ($DURATION_S s, self time, >= 0.5 %)"
+            echo "## by binary"
+            perf report -i "$WORK/perf.$route.data" --no-children --sort dso --stdio -g none \
+                2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/  *$//'
+            echo "## by symbol"
+            perf report -i "$WORK/perf.$route.data" --no-children --percent-limit 0.5 \
+                --sort dso,symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' |
+                sed 's/[ -]*$//'
+        } >"$OUT_DIR/profile-$route.txt"
+        log "profile of $route written to $OUT_DIR/profile-$route.txt"
+    done
+fi
+
+# --- the Markdown report -------------------------------------------------------------
+{
+    echo "# clicktrail HTTP benchmark"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)"
+    echo "- $ROUNDS interleaved rounds x $DURATION_S s per route and target, wrk $WRK_THREADS thread(s) x $CONNECTIONS connections"
+    echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\""
+    echo "- CPU/req = server utime+stime over the run / requests; RSS = peak (VmHWM) at the end of the run"
+    echo "- req/fsync = requests / fdatasyncs of the shard logs over the run (clicktrail_wal_syncs): the group-commit batch"
+    echo
+    awk -F'\t' -f - "$TSV" <<'AWK'
+function median(list,    n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    if (n == 0) return 0
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+    key = $1 SUBSEP $2
+    rps[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6; cpu[key, $3] = $7; rss[key, $3] = $8
+    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12
+    if (!(($2) in seen)) { seen[$2] = 1; routes[++nroutes] = $2 }
+    if ($1 > rounds) rounds = $1
+}
+END {
+    target_rps["click"] = 0.8; target_rps["s2s"] = 0.6; target_rps["impression"] = 0.85
+    target_cpu["click"] = 1.5
+    print "## Summary (medians over rounds)"
+    print ""
+    print "| route | baseline req/s | clicktrail req/s | req/s ratio | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | req/fsync | peak RSS | met |"
+    print "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    for (i = 1; i <= nroutes; i++) {
+        r = routes[i]; lb = lc = lr = lcb = lcc = lcr = l50 = l99 = lbatch = ""
+        for (k = 1; k <= rounds; k++) {
+            key = k SUBSEP r
+            if (!((key, "clicktrail") in rps)) continue
+            lb = lb " " rps[key, "baseline"]; lc = lc " " rps[key, "clicktrail"]
+            lr = lr " " (rps[key, "baseline"] > 0 ? rps[key, "clicktrail"] / rps[key, "baseline"] : 0)
+            lcb = lcb " " cpu[key, "baseline"]; lcc = lcc " " cpu[key, "clicktrail"]
+            lcr = lcr " " (cpu[key, "baseline"] > 0 ? cpu[key, "clicktrail"] / cpu[key, "baseline"] : 0)
+            l50 = l50 " " p50[key, "clicktrail"]; l99 = l99 " " p99[key, "clicktrail"]
+            lbatch = lbatch " " (syncs[key, "clicktrail"] > 0 ? req[key, "clicktrail"] / syncs[key, "clicktrail"] : 0)
+            peak = rss[key, "clicktrail"]
+        }
+        ratio = median(lr); cratio = median(lcr)
+        goal = sprintf(">= %.2fx req/s", target_rps[r])
+        met = (ratio >= target_rps[r]) ? "yes" : "**no**"
+        if (r in target_cpu) {
+            goal = goal sprintf(", <= %.1fx CPU", target_cpu[r])
+            if (cratio > target_cpu[r]) met = "**no**"
+        }
+        printf "| %s | %.0f | %.0f | %.2fx | %s | %.1f us | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.1f MiB | %s |\n", \
+            r, median(lb), median(lc), ratio, goal, median(lcb), median(lcc), cratio, \
+            median(l50) / 1000, median(l99) / 1000, median(lbatch), peak / 1024, met
+    }
+    print ""
+    print "## Every run"
+    print ""
+    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | peak RSS | requests | req/fsync | errors | req/s ratio | CPU ratio |"
+    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= nroutes; i++) {
+        r = routes[i]
+        for (k = 1; k <= rounds; k++) {
+            key = k SUBSEP r
+            for (t = 0; t < 2; t++) {
+                tg = t ? "clicktrail" : "baseline"
+                if (!((key, tg) in rps)) continue
+                ratio = cratio = "-"
+                if (t && rps[key, "baseline"] > 0) ratio = sprintf("%.2fx", rps[key, tg] / rps[key, "baseline"])
+                if (t && cpu[key, "baseline"] > 0) cratio = sprintf("%.2fx", cpu[key, tg] / cpu[key, "baseline"])
+                errors = err[key, tg]
+                if (reused[key, tg] > 0) errors = errors " (" reused[key, tg] " reused IDs)"
+                batch = (syncs[key, tg] > 0) ? sprintf("%.1f", req[key, tg] / syncs[key, tg]) : "-"
+                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.1f MiB | %d | %s | %s | %s | %s |\n", \
+                    r, k, tg, rps[key, tg], p50[key, tg] / 1000, p99[key, tg] / 1000, cpu[key, tg], \
+                    rss[key, tg] / 1024, req[key, tg], batch, errors, ratio, cratio
+            }
+        }
+    }
+}
+AWK
+} >"$OUT"
+cat "$OUT"
+log "written to $OUT"
