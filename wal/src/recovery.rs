@@ -243,7 +243,8 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
             if opts.mode == RecoveryMode::Strict {
                 return Err(corruption(storage.path(&name), 0, reason));
             }
-            scan.log.report.dropped.push((storage.path(&name), 0, 0));
+            let len = storage.read(&name, MAX_SEGMENT_BYTES)?.len() as u64;
+            scan.log.report.dropped.push((storage.path(&name), 0, len));
         }
     }
 

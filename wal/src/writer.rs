@@ -164,6 +164,12 @@ impl Writer {
             }
         }
         writer.start_preparing();
+        if !scan.log.report.dropped.is_empty() {
+            // Lossy recovery dropped damaged records, which stay on disk. Appends go to a
+            // fresh segment, so once the owner writes a snapshot at `next_lsn()` no damaged
+            // segment is needed again and a strict open succeeds.
+            writer.rotate()?;
+        }
         Ok((writer, scan.log))
     }
 
