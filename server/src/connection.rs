@@ -5,6 +5,7 @@
 //! `WRITE_TIMEOUT` fails, and hyper closes the connection.
 
 use crate::limits::WRITE_TIMEOUT;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -47,8 +48,6 @@ impl<S> TimedStream<S> {
         }
     }
 }
-
-use std::future::Future;
 
 impl<S: AsyncRead + Unpin> AsyncRead for TimedStream<S> {
     fn poll_read(
