@@ -119,7 +119,14 @@ impl Writer {
             pos: HEADER_PAGE_BYTES,
             dirty: None,
             segments: scan.segments,
-            prepared: Prepared::None,
+            prepared: match scan.reusable {
+                Some((name, header)) => Prepared::Ready(PreparedSegment {
+                    name,
+                    salt: header.salt,
+                    size_bytes: header.size_bytes,
+                }),
+                None => Prepared::None,
+            },
             next_seq: scan.next_seq,
             next_lsn: scan.next_lsn,
             synced_lsn: scan.next_lsn.saturating_sub(1),
@@ -152,11 +159,17 @@ impl Writer {
                 writer.file = file;
             }
             None => {
-                let prepared = writer.prepare_now()?;
+                let prepared = writer.take_prepared()?;
                 writer.activate(prepared)?;
             }
         }
         writer.start_preparing();
+        if !scan.log.report.dropped.is_empty() {
+            // Lossy recovery dropped damaged records, which stay on disk. Appends go to a
+            // fresh segment, so once the owner writes a snapshot at `next_lsn()` no damaged
+            // segment is needed again and a strict open succeeds.
+            writer.rotate()?;
+        }
         Ok((writer, scan.log))
     }
 

@@ -246,3 +246,67 @@ fn any_bit_flip_in_the_last_segment_is_corruption_or_a_reported_torn_tail() {
         "flips in earlier batches are corruption"
     );
 }
+
+#[test]
+fn lossy_recovery_drops_exactly_the_damaged_record_and_strict_opens_after_a_snapshot() {
+    use std::sync::Arc;
+    use wal::RecoveryMode;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let placed = build(dir.path());
+    let all: Vec<Record> = placed.iter().map(|p| p.record.clone()).collect();
+    // Damage a record in the middle of each of the first two segments.
+    let victims: Vec<&Placed> = [1, 2]
+        .iter()
+        .map(|&segment| {
+            let in_segment: Vec<&Placed> = placed.iter().filter(|p| p.segment == segment).collect();
+            in_segment[in_segment.len() / 2]
+        })
+        .collect();
+    let disk = load(dir.path());
+    for victim in &victims {
+        let name = format!("seg-{:010}.wal", victim.segment);
+        let mut bytes = disk.file(&name).expect("segment");
+        bytes[victim.offset + RECORD_HEADER_BYTES - 1] ^= 0x80;
+        disk.set_file(&name, &bytes);
+    }
+    let lossy = Options {
+        recovery: RecoveryMode::Lossy,
+        ..options()
+    };
+    assert!(matches!(
+        Wal::open_on(Arc::new(disk.clone()), options()),
+        Err(Error::Corruption { .. })
+    ));
+    let (mut wal, recovered) = Wal::open_on(Arc::new(disk.clone()), lossy).expect("lossy open");
+    let dropped_lsns: Vec<u64> = victims.iter().map(|v| v.record.lsn).collect();
+    let expected: Vec<Record> = all
+        .iter()
+        .filter(|r| !dropped_lsns.contains(&r.lsn))
+        .cloned()
+        .collect();
+    assert_eq!(recovered.records, expected);
+    let expected_dropped: Vec<(PathBuf, u64, u64)> = victims
+        .iter()
+        .map(|v| {
+            (
+                PathBuf::from("sim").join(format!("seg-{:010}.wal", v.segment)),
+                v.offset as u64,
+                frame(v.record.payload.len()) as u64,
+            )
+        })
+        .collect();
+    assert_eq!(recovered.report.dropped, expected_dropped);
+    // Appends continue after the last good record; a snapshot makes strict opens work.
+    let lsn = wal.append(1, b"after repair").expect("append");
+    assert_eq!(lsn, all.len() as u64 + 1);
+    wal.write_snapshot(wal.next_lsn(), b"repaired state")
+        .expect("snapshot");
+    drop(wal);
+    let (_, recovered) = Wal::open_on(Arc::new(disk), options()).expect("strict open");
+    assert_eq!(
+        recovered.snapshot.map(|s| s.data),
+        Some(b"repaired state".to_vec())
+    );
+    assert!(recovered.records.is_empty());
+}

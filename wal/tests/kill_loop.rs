@@ -59,7 +59,8 @@ fn child_process_entry() {
         out.flush().expect("pipe");
         if rng.random_bool(0.05) {
             let lsn = wal.next_lsn();
-            wal.write_snapshot(lsn, &lsn.to_le_bytes()).expect("child snapshot");
+            wal.write_snapshot(lsn, &lsn.to_le_bytes())
+                .expect("child snapshot");
         }
     }
 }
@@ -77,7 +78,12 @@ fn every_acknowledged_record_survives_sigkill() {
     let mut acked_max = 0u64;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_process_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_SEED_ENV, rng.random::<u64>().to_string())
             .stdout(Stdio::piped())
@@ -91,7 +97,10 @@ fn every_acknowledged_record_survives_sigkill() {
             let line = line.expect("read pipe");
             if let Some(lsn) = line.strip_prefix("ACK ") {
                 let lsn: u64 = lsn.parse().expect("ACK lsn");
-                assert!(lsn >= acked_max, "round {round}: acknowledgements go forward");
+                assert!(
+                    lsn >= acked_max,
+                    "round {round}: acknowledgements go forward"
+                );
                 acked_max = lsn;
                 acks += 1;
                 if acks == kill_after {
@@ -101,7 +110,10 @@ fn every_acknowledged_record_survives_sigkill() {
         }
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
-        assert!(acks == kill_after, "round {round}: child exited early ({status})");
+        assert!(
+            acks == kill_after,
+            "round {round}: child exited early ({status})"
+        );
 
         let (snapshot, records) = inspect::read_log(dir.path())
             .unwrap_or_else(|e| panic!("round {round}: recovery failed: {e}"));
@@ -111,10 +123,17 @@ fn every_acknowledged_record_survives_sigkill() {
         }
         for (i, record) in records.iter().enumerate() {
             assert_eq!(record.lsn, start + i as u64, "round {round}: order");
-            assert_eq!(record.payload, payload(record.lsn), "round {round}: payload");
+            assert_eq!(
+                record.payload,
+                payload(record.lsn),
+                "round {round}: payload"
+            );
         }
         let end = start + records.len() as u64;
-        assert!(end > acked_max, "round {round}: acknowledged LSN {acked_max} lost (log ends at {end})");
+        assert!(
+            end > acked_max,
+            "round {round}: acknowledged LSN {acked_max} lost (log ends at {end})"
+        );
     }
     println!("kill_loop: {ROUNDS} rounds, last acknowledged LSN {acked_max}");
 }
