@@ -10,6 +10,8 @@
 #         s2s        GET /pixel.track?type=s2s&ClickID=<fresh>   (IDs minted per round
 #                    with /click.track?...&R=0 just before the round, see mint.lua)
 #         impression GET /impression.track?CID=1&AFID=1&ADID=1&SID=bench
+#         Clicks and impressions come from 100000 distinct User-Agents (visitors.lua), so
+#         clicktrail sees many fingerprints, as in real traffic, not one visitor hammering.
 #
 # Per run: requests/s, p50/p99 latency (wrk), server CPU per request (utime + stime of the
 # server process from /proc/PID/stat over the run, divided by the requests), peak RSS
@@ -29,7 +31,7 @@
 #   SERVER_CPUS [1]  WRK_CPUS [0]  WRK_THREADS [1]  MINT_FACTOR [3] (mint seconds per
 #   s2s second: minting runs slower than the s2s posts it feeds)  WARMUP_S [3] (unmeasured
 #   clicks against each server first: page faults of fresh log segments, pools, caches)  CLICKTRAIL_PORT [18080]  BASELINE_PORT [18090]  OUT [benches/http/results.md]
-#   SKIP_BUILD [0]  KEEP_DATA [0]  SYNC [always]
+#   SKIP_BUILD [0]  KEEP_DATA [0]  SYNC [always]  SHARDS [0 = one per CPU it may run on]
 #   PROFILE [0]: 1 = after the rounds, one more run per route against clicktrail under
 #   `perf record -g` (not in the table: perf slows it); the top of each profile goes to
 #   $OUT_DIR/profile-<route>.txt (perf from Debian: apt-get install -y linux-perf)
@@ -49,6 +51,7 @@ BASELINE_PORT=${BASELINE_PORT:-18090}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
 SYNC=${SYNC:-always}
+SHARDS=${SHARDS:-0}
 PROFILE=${PROFILE:-0}
 ADMIN_TOKEN=bench-admin-token
 
@@ -112,6 +115,7 @@ public_url = "http://127.0.0.1:$CLICKTRAIL_PORT"
 [storage]
 data_dir = "$WORK/data"
 sync = "$SYNC"
+shards = $SHARDS
 
 [admin]
 token = "$ADMIN_TOKEN"
@@ -172,7 +176,7 @@ route_path() {
 route_script() {
     case $1 in
         s2s) echo "$BENCH_DIR/s2s.lua" ;;
-        *) echo "$BENCH_DIR/common.lua" ;;
+        *) echo "$BENCH_DIR/visitors.lua" ;;
     esac
 }
 
@@ -217,8 +221,8 @@ measure() { # round route target pid port
 }
 
 log "warming up for ${WARMUP_S}s per server"
-run_wrk "$WARMUP_S" "$BENCH_DIR/common.lua" "http://127.0.0.1:$BASELINE_PORT$(route_path click)" >/dev/null
-run_wrk "$WARMUP_S" "$BENCH_DIR/common.lua" "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path click)" >/dev/null
+run_wrk "$WARMUP_S" "$BENCH_DIR/visitors.lua" "http://127.0.0.1:$BASELINE_PORT$(route_path click)" >/dev/null
+run_wrk "$WARMUP_S" "$BENCH_DIR/visitors.lua" "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path click)" >/dev/null
 
 for round in $(seq 1 "$ROUNDS"); do
     for route in $ROUTES; do
@@ -266,7 +270,7 @@ fi
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)"
     echo "- $ROUNDS interleaved rounds x $DURATION_S s per route and target, wrk $WRK_THREADS thread(s) x $CONNECTIONS connections"
-    echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\""
+    echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\", shards = $SHARDS (0: one per CPU)"
     echo "- CPU/req = server utime+stime over the run / requests; RSS = peak (VmHWM) at the end of the run"
     echo "- req/fsync = requests / fdatasyncs of the shard logs over the run (clicktrail_wal_syncs): the group-commit batch"
     echo
