@@ -3,9 +3,9 @@
 //! restarted on the same data directory, and the delivery arrives (durable outbox,
 //! at-least-once).
 
-mod support;
 #[path = "support/sink.rs"]
 mod sink;
+mod support;
 
 use sink::{free_port, Sink};
 use std::collections::BTreeSet;
@@ -73,7 +73,14 @@ async fn a_delivery_owed_before_a_kill_arrives_after_the_restart() {
 
     // Sink down: nothing listens on its port.
     let process = spawn(&config);
-    let click = request(process.addr, "GET", "/click.track?CID=1&AFID=7&R=0", &[], b"").await;
+    let click = request(
+        process.addr,
+        "GET",
+        "/click.track?CID=1&AFID=7&R=0",
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(click.status, 200, "{}", click.text());
     let click_id = click.text();
     let post = request(
@@ -110,10 +117,7 @@ async fn a_delivery_owed_before_a_kill_arrives_after_the_restart() {
     let sink = Sink::start_on(sink_addr).await;
     let process = spawn(&config);
     let missing = sink
-        .await_all(
-            &BTreeSet::from([conversion_id.clone()]),
-            DELIVERY_DEADLINE,
-        )
+        .await_all(&BTreeSet::from([conversion_id.clone()]), DELIVERY_DEADLINE)
         .await;
     assert!(missing.is_empty(), "the delivery never arrived");
     // Nothing else was owed: the sink heard of this conversion only.

@@ -301,7 +301,9 @@ async fn a_failing_disk_degrades_over_http_and_loses_nothing_acknowledged() {
     });
     let acked = click_until_degraded(&server, "ENOSPC").await;
     eprintln!("ENOSPC after {} acknowledged clicks", acked.len());
-    let last = acked.last().expect("clicks fit in the preallocated segment");
+    let last = acked
+        .last()
+        .expect("clicks fit in the preallocated segment");
     assert_degraded(&server, &log, last, 0, "ENOSPC").await;
     server.crash().await;
 

@@ -3,9 +3,9 @@
 //! client forges `X-Forwarded-For`; a ClickID is redeemed once even under concurrent posts;
 //! forged and truncated click IDs are refused without growing a shard's memory.
 
-mod support;
 #[path = "support/ops.rs"]
 mod ops;
+mod support;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,9 +22,17 @@ fn admin_routes(click_id: &str, conversion_id: &str) -> Vec<(&'static str, Strin
         ("PUT", "/api/v1/campaigns/1".into(), campaign),
         ("DELETE", "/api/v1/campaigns/1".into(), ""),
         ("GET", "/api/v1/affiliates".into(), ""),
-        ("POST", "/api/v1/affiliates".into(), r#"{"id":70,"name":"x"}"#),
+        (
+            "POST",
+            "/api/v1/affiliates".into(),
+            r#"{"id":70,"name":"x"}"#,
+        ),
         ("GET", "/api/v1/affiliates/7".into(), ""),
-        ("PUT", "/api/v1/affiliates/7".into(), r#"{"id":7,"name":"x"}"#),
+        (
+            "PUT",
+            "/api/v1/affiliates/7".into(),
+            r#"{"id":7,"name":"x"}"#,
+        ),
         ("DELETE", "/api/v1/affiliates/7".into(), ""),
         ("GET", "/api/v1/webhooks".into(), ""),
         (
@@ -66,10 +74,16 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
         ("wrong token", &[("Authorization", "Bearer wrong")]),
         ("empty token", &[("Authorization", "Bearer ")]),
         ("scheme only", &[("Authorization", "Bearer")]),
-        ("basic auth", &[("Authorization", "Basic dGVzdC1hZG1pbi10b2tlbg==")]),
+        (
+            "basic auth",
+            &[("Authorization", "Basic dGVzdC1hZG1pbi10b2tlbg==")],
+        ),
         ("prefix", &[("Authorization", "Bearer test-admin-toke")]),
         ("token as a query", &[("X-Token", ADMIN_TOKEN)]),
-        ("postback token", &[("Authorization", "Bearer s3cret-token")]),
+        (
+            "postback token",
+            &[("Authorization", "Bearer s3cret-token")],
+        ),
     ];
     for (method, path, body) in admin_routes(&click_id, &conversion_id) {
         for (what, headers) in &wrong {
@@ -80,7 +94,12 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
             let reply = server
                 .request(method, &path, &headers, body.as_bytes())
                 .await;
-            assert_eq!(reply.status, 401, "{method} {path} with {what}: {}", reply.text());
+            assert_eq!(
+                reply.status,
+                401,
+                "{method} {path} with {what}: {}",
+                reply.text()
+            );
             assert_eq!(
                 reply.header("www-authenticate"),
                 Some("Bearer"),
@@ -100,10 +119,14 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
         assert_eq!(reply.status, 401, "{method} {path} with ?token=");
     }
     // Nothing changed: the refused writes did not happen.
-    let campaign = server.admin("GET", &format!("/campaigns/{C_PLAIN}"), None).await;
+    let campaign = server
+        .admin("GET", &format!("/campaigns/{C_PLAIN}"), None)
+        .await;
     assert_eq!(campaign.status, 200);
     assert_eq!(campaign.json()["name"], format!("campaign {C_PLAIN}"));
-    let view = server.admin("GET", &format!("/clicks/{click_id}"), None).await;
+    let view = server
+        .admin("GET", &format!("/clicks/{click_id}"), None)
+        .await;
     assert_eq!(view.json()["conversions"][0]["status"], "approved");
     assert_eq!(server.admin("GET", "/affiliates/7", None).await.status, 200);
     server.stop().await;
@@ -168,10 +191,7 @@ async fn server_posts_refuse_wrong_tokens_and_forged_forwarding() {
         (
             "forged X-Real-IP and Forwarded",
             format!("ClickID={click}&token={POSTBACK_TOKEN}"),
-            vec![
-                ("X-Real-IP", "10.9.1.1"),
-                ("Forwarded", "for=10.9.1.1"),
-            ],
+            vec![("X-Real-IP", "10.9.1.1"), ("Forwarded", "for=10.9.1.1")],
             403,
         ),
         (

@@ -122,20 +122,17 @@ fn encoded_pairs_decode_to_themselves() {
     let name = "\\PC{1,20}".prop_filter("no NUL, not blank", |s: &String| {
         !s.contains('\0') && s.len() <= MAX_NAME_BYTES
     });
-    let result = runner(seed).run(
-        &proptest::collection::vec((name, text), 0..12),
-        |pairs| {
-            let query = pairs
-                .iter()
-                .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
-                .collect::<Vec<_>>()
-                .join("&");
-            let decoded = decode_pairs(query.as_bytes())
-                .map_err(|e| TestCaseError::fail(format!("{query:?}: {e}")))?;
-            prop_assert_eq!(decoded, pairs);
-            Ok(())
-        },
-    );
+    let result = runner(seed).run(&proptest::collection::vec((name, text), 0..12), |pairs| {
+        let query = pairs
+            .iter()
+            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let decoded = decode_pairs(query.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{query:?}: {e}")))?;
+        prop_assert_eq!(decoded, pairs);
+        Ok(())
+    });
     if let Err(e) = result {
         panic!("SEED={seed}: {e}");
     }
