@@ -271,15 +271,34 @@ async fn assert_recovered(server: &Running, acked: &[String], label: &str) {
     );
 }
 
+/// The process-wide log, captured once for every test in this file.
+fn log() -> &'static Capture {
+    static LOG: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Capture::default();
+        let writer = log.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("warn")
+            .with_writer(move || writer.clone())
+            .try_init();
+        log
+    })
+}
+
+/// The simulated-disk scenario counts lines of the shared log: one run at a time.
+static SIMULATED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_disk_degrades_over_http_and_loses_nothing_acknowledged() {
-    let log = Capture::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter("warn")
-        .with_writer(move || writer.clone())
-        .init();
+    let _one_at_a_time = SIMULATED.lock().await;
+    simulated_disk_faults(log()).await;
+}
+
+/// ENOSPC, then EIO, on the simulated disk under the in-process server.
+async fn simulated_disk_faults(log: &Capture) {
+    let log = log.clone();
+    let logged_at_start = log.lines_with("storage fault").len();
 
     // Disk full: appends go on until a shard must allocate its next segment.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -304,7 +323,7 @@ async fn a_failing_disk_degrades_over_http_and_loses_nothing_acknowledged() {
     let last = acked
         .last()
         .expect("clicks fit in the preallocated segment");
-    assert_degraded(&server, &log, last, 0, "ENOSPC").await;
+    assert_degraded(&server, &log, last, logged_at_start, "ENOSPC").await;
     server.crash().await;
 
     // Power loss, space freed, restart: nothing acknowledged is lost.
@@ -340,4 +359,198 @@ async fn a_failing_disk_degrades_over_http_and_loses_nothing_acknowledged() {
     let _ = server.stop.send(());
     let _ = server.task.await;
     server.engine.shutdown().await;
+}
+
+/// A real full file system: a small tmpfs under the real binary. Needs root (or a mount
+/// namespace); where mounting is not allowed the test says why and checks the simulated
+/// disk instead, so it never passes without checking something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_degrades_the_real_binary_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let mount = match Tmpfs::mount(&data, TMPFS_KIB) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!(
+                "tmpfs test: cannot mount a tmpfs here ({why}); checking the simulated disk instead"
+            );
+            let _one_at_a_time = SIMULATED.lock().await;
+            simulated_disk_faults(log()).await;
+            return;
+        }
+    };
+    let config = dir.path().join("clicktrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+
+[storage]
+data_dir = "{}"
+shards = 1
+sync = "always"
+segment_size_bytes = 2097152
+# No snapshot while filling: the shard segment is what must run out of room.
+snapshot_every_records = 1000000
+
+[admin]
+token = "{ADMIN_TOKEN}"
+
+[[campaigns]]
+id = {C_PLAIN}
+name = "c"
+landing_url = "{}?ref={{click_id}}&a={{affiliate_id}}"
+
+[[affiliates]]
+id = {AFF}
+name = "a"
+"#,
+            data.display(),
+            support::LANDING
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8").to_string();
+    let spawn =
+        || tokio::task::block_in_place(|| support::Process::spawn(&["--config", &config], &[]));
+
+    let mut process = spawn();
+    let addr = process.addr;
+    let get = |target: String| async move { request(addr, "GET", &target, &[], b"").await };
+    let post = get(format!("/pixel.track?type=s2s&CID={C_PLAIN}&AFID={AFF}")).await;
+    assert_eq!(post.status, 200, "{}", post.text());
+    let conversion_id = post.json()["conversion_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut acked = Vec::new();
+    let mut degraded = None;
+    for n in 0..MAX_CLICKS_TO_FILL {
+        let reply = get(big_click(n)).await;
+        assert_eq!(reply.status, 302, "{}", reply.text());
+        match support::query_value(reply.header("location").expect("location"), "ref") {
+            Some(id) if !id.is_empty() => acked.push(id),
+            _ => {
+                degraded = Some(reply);
+                break;
+            }
+        }
+    }
+    let first = degraded.expect("the tmpfs filled up");
+    assert_untracked(&first, "tmpfs full");
+    eprintln!("tmpfs full after {} acknowledged clicks", acked.len());
+    let last = acked
+        .last()
+        .expect("clicks fit in the preallocated segment")
+        .clone();
+    for n in 0..DEGRADED_REQUESTS {
+        assert_untracked(&get(big_click(n)).await, "tmpfs full");
+        let post = get(format!("/pixel.track?type=s2s&ClickID={last}")).await;
+        assert_eq!(post.status, 503, "{}", post.text());
+    }
+    assert_eq!(get("/readyz".into()).await.status, 503);
+    process.wait_for_line("storage fault");
+    let lines = process.drain_lines();
+    let faults: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("storage fault"))
+        .collect();
+    assert_eq!(
+        faults.len(),
+        1,
+        "logged once for the one shard: {faults:#?}"
+    );
+    assert!(
+        faults[0].contains("No space left") || faults[0].contains("space"),
+        "the log says why: {}",
+        faults[0]
+    );
+
+    // Space freed; the poisoned log needs a restart, which recovers everything.
+    mount.resize(4 * TMPFS_KIB).expect("remount bigger");
+    process.kill();
+    let process = spawn();
+    let addr = process.addr;
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").await.status, 200);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    for id in &acked {
+        let view = request(
+            addr,
+            "GET",
+            &format!("/api/v1/clicks/{id}"),
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .await;
+        assert_eq!(view.status, 200, "acknowledged click {id} lost");
+    }
+    let conversions = request(
+        addr,
+        "GET",
+        "/api/v1/conversions",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert!(
+        conversions.text().contains(&conversion_id),
+        "acknowledged conversion lost"
+    );
+    let fresh = request(
+        addr,
+        "GET",
+        &format!("/click.track?CID={C_PLAIN}&AFID={AFF}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(fresh.headers_named("set-cookie").len(), 1, "tracking again");
+    process.kill();
+    drop(mount);
+}
+
+/// Room for the control log's and the one shard's 2 MiB segments and their small files,
+/// but not for a second shard segment.
+const TMPFS_KIB: u64 = 5 * 1024;
+
+/// A mounted tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size_kib: u64) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount exited {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(at.to_path_buf()))
+    }
+
+    fn resize(&self, size_kib: u64) -> Result<(), String> {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size_kib}k")])
+            .arg(&self.0)
+            .status()
+            .map_err(|e| e.to_string())?;
+        status
+            .success()
+            .then_some(())
+            .ok_or(format!("remount exited {status}"))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }
