@@ -16,11 +16,11 @@
 //!
 //! `CRASH_ROUNDS=` runs more rounds (default 20); `SEED=` replays a run.
 
-mod support;
 #[path = "support/ops.rs"]
 mod ops;
 #[path = "support/sink.rs"]
 mod sink;
+mod support;
 
 use ops::{cookie_value, raw, send, Sent};
 use rand::rngs::StdRng;
@@ -518,7 +518,11 @@ async fn verify(
                 conv.id,
                 conv.allowed
             );
-            assert_eq!(held_conv["payout"].as_f64(), Some(conv.payout), "{held_conv}");
+            assert_eq!(
+                held_conv["payout"].as_f64(),
+                Some(conv.payout),
+                "{held_conv}"
+            );
             assert_eq!(
                 held_conv["revenue"].as_f64(),
                 Some(conv.revenue),
@@ -591,7 +595,10 @@ async fn verify(
             }
         }
     }
-    assert_eq!(totals["conversions"], conversions, "round {round}: {totals}");
+    assert_eq!(
+        totals["conversions"], conversions,
+        "round {round}: {totals}"
+    );
     assert_eq!(totals["approved"], approved, "round {round}: {totals}");
     let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-6);
     assert!(

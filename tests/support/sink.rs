@@ -56,9 +56,9 @@ impl Sink {
                             if let Some(conv) = conv {
                                 tx.send_modify(|seen| *seen.entry(conv).or_insert(0) += 1);
                             }
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                                b"ok",
-                            ))))
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
                         }
                     });
                     let _ = http1::Builder::new()
