@@ -134,7 +134,8 @@ fn bad_configuration_is_a_clear_error() {
     ));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _guard = runtime.enter();
-    let cases: Vec<(&str, Box<dyn Fn(&mut EngineConfig)>)> = vec![
+    type Tweak = Box<dyn Fn(&mut EngineConfig)>;
+    let cases: Vec<(&str, Tweak)> = vec![
         ("too many shards", Box::new(|c| c.storage.shards = 100_000)),
         (
             "tiny segments",
