@@ -168,6 +168,11 @@ impl ShardState {
         *slot = slot.saturating_add_signed(delta);
     }
 
+    /// Entries of the impressions' uniqueness index.
+    pub fn impression_entries(&self) -> usize {
+        self.impressions.len()
+    }
+
     pub fn click_count(&self) -> usize {
         self.click_count
     }
