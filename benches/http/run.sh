@@ -158,6 +158,13 @@ cpu_ticks() { # pid -> utime + stime, in clock ticks (fields 14 and 15; comm may
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# Heap and other anonymous memory now: VmHWM also counts the mapped log segments' pages.
+anon_rss_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
+# Context switches of all the server's threads so far (voluntary + involuntary): handing
+# work between threads (HTTP workers, shard actors, fsync) costs one or more per batch.
+context_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { s += $2 } END { printf "%d", s }'
+}
 # fdatasyncs of clicktrail's shard logs so far (the clicktrail_wal_syncs gauges of /metrics):
 # requests per sync over a run is the group commit's mean batch.
 wal_syncs() {
@@ -207,16 +214,19 @@ measure() { # round route target pid port
     local round=$1 route=$2 target=$3 pid=$4 port=$5 before after result syncs_before=0 syncs=0
     [ "$target" = clicktrail ] && syncs_before=$(wal_syncs)
     before=$(cpu_ticks "$pid")
+    local switches_before
+    switches_before=$(context_switches "$pid")
     result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
     after=$(cpu_ticks "$pid")
+    local switches=$(($(context_switches "$pid") - switches_before))
     [ "$target" = clicktrail ] && syncs=$(($(wal_syncs) - syncs_before))
     local requests errors
     requests=$(field requests "$result")
     errors=$(($(field errors_status "$result") + $(field errors_connect "$result") + $(field errors_read "$result") + $(field errors_write "$result") + $(field errors_timeout "$result")))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
         "$(field rps "$result")" "$(field p50_us "$result")" "$(field p99_us "$result")" \
         "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')" \
-        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" >>"$TSV"
+        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" >>"$TSV"
     log "round $round $route $target: $(field rps "$result") req/s, p99 $(field p99_us "$result") us, errors $errors"
 }
 
@@ -271,7 +281,8 @@ fi
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)"
     echo "- $ROUNDS interleaved rounds x $DURATION_S s per route and target, wrk $WRK_THREADS thread(s) x $CONNECTIONS connections"
     echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\", shards = $SHARDS (0: one per CPU)"
-    echo "- CPU/req = server utime+stime over the run / requests; RSS = peak (VmHWM) at the end of the run"
+    echo "- CPU/req = server utime+stime over the run / requests; peak RSS = VmHWM at the end of the run (counts the mapped log segments); anon RSS = RssAnon then (heap)"
+    echo "- ctx sw/req = context switches of all server threads over the run / requests"
     echo "- req/fsync = requests / fdatasyncs of the shard logs over the run (clicktrail_wal_syncs): the group-commit batch"
     echo
     awk -F'\t' -f - "$TSV" <<'AWK'
@@ -284,14 +295,14 @@ function median(list,    n, a, i, j, t) {
 {
     key = $1 SUBSEP $2
     rps[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6; cpu[key, $3] = $7; rss[key, $3] = $8
-    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12
+    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12; cs[key, $3] = $13; anon[key, $3] = $14
     if (!(($2) in seen)) { seen[$2] = 1; routes[++nroutes] = $2 }
     if ($1 > rounds) rounds = $1
 }
 END {
     target_rps["click"] = 0.8; target_rps["s2s"] = 0.6; target_rps["impression"] = 0.85
     target_cpu["click"] = 1.5
-    print "## Summary (medians over rounds)"
+    print "## Summary (medians over rounds, each column on its own)"
     print ""
     print "| route | baseline req/s | clicktrail req/s | req/s ratio | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | req/fsync | peak RSS | met |"
     print "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
@@ -322,8 +333,8 @@ END {
     print ""
     print "## Every run"
     print ""
-    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | peak RSS | requests | req/fsync | errors | req/s ratio | CPU ratio |"
-    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | errors | req/s ratio | CPU ratio |"
+    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= nroutes; i++) {
         r = routes[i]
         for (k = 1; k <= rounds; k++) {
@@ -337,9 +348,10 @@ END {
                 errors = err[key, tg]
                 if (reused[key, tg] > 0) errors = errors " (" reused[key, tg] " reused IDs)"
                 batch = (syncs[key, tg] > 0) ? sprintf("%.1f", req[key, tg] / syncs[key, tg]) : "-"
-                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.1f MiB | %d | %s | %s | %s | %s |\n", \
+                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s |\n", \
                     r, k, tg, rps[key, tg], p50[key, tg] / 1000, p99[key, tg] / 1000, cpu[key, tg], \
-                    rss[key, tg] / 1024, req[key, tg], batch, errors, ratio, cratio
+                    (req[key, tg] > 0) ? cs[key, tg] / req[key, tg] : 0, \
+                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, errors, ratio, cratio
             }
         }
     }
