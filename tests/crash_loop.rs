@@ -247,7 +247,7 @@ impl Worker {
                 });
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.click_slack += 1;
                 false
@@ -290,7 +290,7 @@ impl Worker {
                 self.clicks[i].conversion = ConvAttempt::Acked(id);
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.clicks[i].conversion = ConvAttempt::Maybe;
                 false
@@ -309,7 +309,7 @@ impl Worker {
                 self.record_conversion(&reply, None);
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.afid_slack += 1;
                 false
@@ -341,7 +341,7 @@ impl Worker {
                 }
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.conversions[i].allowed.insert(status.to_string());
                 false
@@ -376,7 +376,7 @@ impl Worker {
                 self.campaign_maybe = None;
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.campaign_maybe = Some(name);
                 false
