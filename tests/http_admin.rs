@@ -396,3 +396,61 @@ async fn report_figures_equal_what_happened_in_json_and_csv() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn deliveries_are_listed_and_replayed_with_their_id() {
+    let mut config = config();
+    // A server pixel pointing at a closed loopback port: the attempt fails, the delivery
+    // stays listed, and a replay keeps its ID.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    config.dispatch.allow_private_targets = true;
+    config.affiliates.push(engine::Affiliate {
+        id: 70,
+        name: "postback".into(),
+        pixels: vec![engine::Pixel {
+            url: format!("http://127.0.0.1:{port}/pb?c={{click_id}}"),
+            ..engine::Pixel::default()
+        }],
+        ..engine::Affiliate::default()
+    });
+    let server = TestServer::start_with(config).await;
+    let click = server
+        .click_id(&format!("CID={C_PLAIN}&AFID=70"), &[])
+        .await;
+    let reply = server.s2s(&format!("ClickID={click}")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let list = server.admin("GET", "/deliveries", None).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json();
+    let delivery = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"].as_str().unwrap_or("").contains(&click))
+        .cloned()
+        .unwrap_or_else(|| panic!("a delivery for the conversion: {list}"));
+    let id = delivery["id"].as_str().unwrap();
+    let state = delivery["state"].as_str().unwrap();
+    let filtered = server
+        .admin("GET", &format!("/deliveries?state={state}"), None)
+        .await
+        .json();
+    assert!(filtered.as_array().unwrap().iter().any(|d| d["id"] == id));
+
+    let replayed = server
+        .admin("POST", &format!("/deliveries/{id}/replay"), None)
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text());
+    assert_eq!(replayed.json()["id"], id);
+    assert_eq!(
+        server
+            .admin("POST", "/deliveries/nope/replay", None)
+            .await
+            .status,
+        404
+    );
+    server.stop().await;
+}

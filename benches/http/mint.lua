@@ -15,6 +15,13 @@ function init(args)
   out = assert(io.open(os.getenv("MINT_OUT") .. "." .. thread_index, "w"))
   out:setvbuf("full")
   pending = 0
+  visitor = thread_index * 7919
+end
+
+-- Many visitors, as in visitors.lua, so the click IDs spread over clicktrail's shards.
+function request()
+  visitor = (visitor + 1) % 100000
+  return wrk.format(nil, nil, { ["User-Agent"] = "Mozilla/5.0 bench-minter-" .. visitor })
 end
 
 function response(status, headers, body)

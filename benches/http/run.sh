@@ -10,6 +10,8 @@
 #         s2s        GET /pixel.track?type=s2s&ClickID=<fresh>   (IDs minted per round
 #                    with /click.track?...&R=0 just before the round, see mint.lua)
 #         impression GET /impression.track?CID=1&AFID=1&ADID=1&SID=bench
+#         Clicks and impressions come from 100000 distinct User-Agents (visitors.lua), so
+#         clicktrail sees many fingerprints, as in real traffic, not one visitor hammering.
 #
 # Per run: requests/s, p50/p99 latency (wrk), server CPU per request (utime + stime of the
 # server process from /proc/PID/stat over the run, divided by the requests), peak RSS
@@ -26,9 +28,13 @@
 #
 # Environment overrides (defaults in brackets):
 #   ROUNDS [3]  DURATION_S [10]  CONNECTIONS [64]  ROUTES ["click s2s impression"]
-#   SERVER_CPUS [1]  WRK_CPUS [0]  WRK_THREADS [1]  MINT_FACTOR [1.5] (mint seconds per
-#   s2s second)  CLICKTRAIL_PORT [18080]  BASELINE_PORT [18090]  OUT [benches/http/results.md]
-#   SKIP_BUILD [0]  KEEP_DATA [0]  SYNC [always]
+#   SERVER_CPUS [1]  WRK_CPUS [0]  WRK_THREADS [1]  MINT_FACTOR [3] (mint seconds per
+#   s2s second: minting runs slower than the s2s posts it feeds)  WARMUP_S [3] (unmeasured
+#   clicks against each server first: page faults of fresh log segments, pools, caches)  CLICKTRAIL_PORT [18080]  BASELINE_PORT [18090]  OUT [benches/http/results.md]
+#   SKIP_BUILD [0]  KEEP_DATA [0]  SYNC [always]  SHARDS [0 = one per CPU it may run on]
+#   PROFILE [0]: 1 = after the rounds, one more run per route against clicktrail under
+#   `perf record -g` (not in the table: perf slows it); the top of each profile goes to
+#   $OUT_DIR/profile-<route>.txt (perf from Debian: apt-get install -y linux-perf)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -38,12 +44,15 @@ ROUTES=${ROUTES:-"click s2s impression"}
 SERVER_CPUS=${SERVER_CPUS:-1}
 WRK_CPUS=${WRK_CPUS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
-MINT_FACTOR=${MINT_FACTOR:-1.5}
+MINT_FACTOR=${MINT_FACTOR:-3}
+WARMUP_S=${WARMUP_S:-3}
 CLICKTRAIL_PORT=${CLICKTRAIL_PORT:-18080}
 BASELINE_PORT=${BASELINE_PORT:-18090}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
 SYNC=${SYNC:-always}
+SHARDS=${SHARDS:-0}
+PROFILE=${PROFILE:-0}
 ADMIN_TOKEN=bench-admin-token
 
 # Longest a single wrk run may take beyond its duration before it is killed (connect
@@ -55,10 +64,18 @@ STARTUP_WAIT_TENTHS=300
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/benches/http"
 OUT=${OUT:-"$BENCH_DIR/results.md"}
+OUT_DIR=$(dirname "$OUT")
 export BENCH_LUA_DIR="$BENCH_DIR" WRK_THREADS
 
 log() { echo "[bench] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+die() {
+    log "error: $*"
+    if [ -n "${CLICKTRAIL_PID:-}" ] && ! kill -0 "$CLICKTRAIL_PID" 2>/dev/null; then
+        log "clicktrail (pid $CLICKTRAIL_PID) is gone; the end of its log:"
+        tail -n 20 "$WORK/clicktrail.log" >&2 || true
+    fi
+    exit 1
+}
 
 if ! command -v wrk >/dev/null; then
     log "wrk not found: installing it from Debian packages"
@@ -98,6 +115,7 @@ public_url = "http://127.0.0.1:$CLICKTRAIL_PORT"
 [storage]
 data_dir = "$WORK/data"
 sync = "$SYNC"
+shards = $SHARDS
 
 [admin]
 token = "$ADMIN_TOKEN"
@@ -140,6 +158,19 @@ cpu_ticks() { # pid -> utime + stime, in clock ticks (fields 14 and 15; comm may
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# Heap and other anonymous memory now: VmHWM also counts the mapped log segments' pages.
+anon_rss_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
+# Context switches of all the server's threads so far (voluntary + involuntary): handing
+# work between threads (HTTP workers, shard actors, fsync) costs one or more per batch.
+context_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { s += $2 } END { printf "%d", s }'
+}
+# fdatasyncs of clicktrail's shard logs so far (the clicktrail_wal_syncs gauges of /metrics):
+# requests per sync over a run is the group commit's mean batch.
+wal_syncs() {
+    curl -s --max-time 2 "http://127.0.0.1:$CLICKTRAIL_PORT/metrics" |
+        awk '/^clicktrail_wal_syncs/ { s += $NF } END { printf "%d", s }'
+}
 
 route_path() {
     case $1 in
@@ -152,7 +183,7 @@ route_path() {
 route_script() {
     case $1 in
         s2s) echo "$BENCH_DIR/s2s.lua" ;;
-        *) echo "$BENCH_DIR/common.lua" ;;
+        *) echo "$BENCH_DIR/visitors.lua" ;;
     esac
 }
 
@@ -180,19 +211,28 @@ mint_click_ids() { # -> the file of fresh click IDs
 TSV="$WORK/results.tsv"
 : >"$TSV"
 measure() { # round route target pid port
-    local round=$1 route=$2 target=$3 pid=$4 port=$5 before after result
+    local round=$1 route=$2 target=$3 pid=$4 port=$5 before after result syncs_before=0 syncs=0
+    [ "$target" = clicktrail ] && syncs_before=$(wal_syncs)
     before=$(cpu_ticks "$pid")
+    local switches_before
+    switches_before=$(context_switches "$pid")
     result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
     after=$(cpu_ticks "$pid")
+    local switches=$(($(context_switches "$pid") - switches_before))
+    [ "$target" = clicktrail ] && syncs=$(($(wal_syncs) - syncs_before))
     local requests errors
     requests=$(field requests "$result")
     errors=$(($(field errors_status "$result") + $(field errors_connect "$result") + $(field errors_read "$result") + $(field errors_write "$result") + $(field errors_timeout "$result")))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
         "$(field rps "$result")" "$(field p50_us "$result")" "$(field p99_us "$result")" \
         "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')" \
-        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" >>"$TSV"
+        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" >>"$TSV"
     log "round $round $route $target: $(field rps "$result") req/s, p99 $(field p99_us "$result") us, errors $errors"
 }
+
+log "warming up for ${WARMUP_S}s per server"
+run_wrk "$WARMUP_S" "$BENCH_DIR/visitors.lua" "http://127.0.0.1:$BASELINE_PORT$(route_path click)" >/dev/null
+run_wrk "$WARMUP_S" "$BENCH_DIR/visitors.lua" "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path click)" >/dev/null
 
 for round in $(seq 1 "$ROUNDS"); do
     for route in $ROUTES; do
@@ -205,6 +245,34 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+# Where the time goes: one profiled run per route, after (and apart from) the measured ones.
+if [ "$PROFILE" = 1 ]; then
+    command -v perf >/dev/null || die "PROFILE=1 needs perf (apt-get install -y linux-perf)"
+    for route in $ROUTES; do
+        if [ "$route" = s2s ]; then
+            CLICK_IDS_FILE=$(mint_click_ids)
+            export CLICK_IDS_FILE
+        fi
+        perf record -F 999 -g -p "$CLICKTRAIL_PID" -o "$WORK/perf.$route.data" \
+            -- sleep "$DURATION_S" 2>"$WORK/perf.$route.log" &
+        perf_pid=$!
+        run_wrk "$DURATION_S" "$(route_script "$route")" \
+            "http://127.0.0.1:$CLICKTRAIL_PORT$(route_path "$route")" >/dev/null
+        wait "$perf_pid" || true
+        {
+            echo "# perf profile of clicktrail on $route ($DURATION_S s, self time, >= 0.5 %)"
+            echo "## by binary"
+            perf report -i "$WORK/perf.$route.data" --no-children --sort dso --stdio -g none \
+                2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/  *$//'
+            echo "## by symbol"
+            perf report -i "$WORK/perf.$route.data" --no-children --percent-limit 0.5 \
+                --sort dso,symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' |
+                sed 's/[ -]*$//'
+        } >"$OUT_DIR/profile-$route.txt"
+        log "profile of $route written to $OUT_DIR/profile-$route.txt"
+    done
+fi
+
 # --- the Markdown report -------------------------------------------------------------
 {
     echo "# clicktrail HTTP benchmark"
@@ -212,8 +280,10 @@ done
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)"
     echo "- $ROUNDS interleaved rounds x $DURATION_S s per route and target, wrk $WRK_THREADS thread(s) x $CONNECTIONS connections"
-    echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\""
-    echo "- CPU/req = server utime+stime over the run / requests; RSS = peak (VmHWM) at the end of the run"
+    echo "- servers pinned to CPU(s) $SERVER_CPUS, wrk to CPU(s) $WRK_CPUS; clicktrail sync = \"$SYNC\", shards = $SHARDS (0: one per CPU)"
+    echo "- CPU/req = server utime+stime over the run / requests; peak RSS = VmHWM at the end of the run (counts the mapped log segments); anon RSS = RssAnon then (heap)"
+    echo "- ctx sw/req = context switches of all server threads over the run / requests"
+    echo "- req/fsync = requests / fdatasyncs of the shard logs over the run (clicktrail_wal_syncs): the group-commit batch"
     echo
     awk -F'\t' -f - "$TSV" <<'AWK'
 function median(list,    n, a, i, j, t) {
@@ -225,19 +295,19 @@ function median(list,    n, a, i, j, t) {
 {
     key = $1 SUBSEP $2
     rps[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6; cpu[key, $3] = $7; rss[key, $3] = $8
-    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11
+    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12; cs[key, $3] = $13; anon[key, $3] = $14
     if (!(($2) in seen)) { seen[$2] = 1; routes[++nroutes] = $2 }
     if ($1 > rounds) rounds = $1
 }
 END {
     target_rps["click"] = 0.8; target_rps["s2s"] = 0.6; target_rps["impression"] = 0.85
     target_cpu["click"] = 1.5
-    print "## Summary (medians over rounds)"
+    print "## Summary (medians over rounds, each column on its own)"
     print ""
-    print "| route | baseline req/s | clicktrail req/s | req/s ratio | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | peak RSS | met |"
-    print "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
+    print "| route | baseline req/s | clicktrail req/s | req/s ratio | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | req/fsync | peak RSS | met |"
+    print "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
     for (i = 1; i <= nroutes; i++) {
-        r = routes[i]; lb = lc = lr = lcb = lcc = lcr = l50 = l99 = ""
+        r = routes[i]; lb = lc = lr = lcb = lcc = lcr = l50 = l99 = lbatch = ""
         for (k = 1; k <= rounds; k++) {
             key = k SUBSEP r
             if (!((key, "clicktrail") in rps)) continue
@@ -246,6 +316,7 @@ END {
             lcb = lcb " " cpu[key, "baseline"]; lcc = lcc " " cpu[key, "clicktrail"]
             lcr = lcr " " (cpu[key, "baseline"] > 0 ? cpu[key, "clicktrail"] / cpu[key, "baseline"] : 0)
             l50 = l50 " " p50[key, "clicktrail"]; l99 = l99 " " p99[key, "clicktrail"]
+            lbatch = lbatch " " (syncs[key, "clicktrail"] > 0 ? req[key, "clicktrail"] / syncs[key, "clicktrail"] : 0)
             peak = rss[key, "clicktrail"]
         }
         ratio = median(lr); cratio = median(lcr)
@@ -255,15 +326,15 @@ END {
             goal = goal sprintf(", <= %.1fx CPU", target_cpu[r])
             if (cratio > target_cpu[r]) met = "**no**"
         }
-        printf "| %s | %.0f | %.0f | %.2fx | %s | %.1f us | %.1f us | %.2fx | %.2f / %.2f ms | %.1f MiB | %s |\n", \
+        printf "| %s | %.0f | %.0f | %.2fx | %s | %.1f us | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.1f MiB | %s |\n", \
             r, median(lb), median(lc), ratio, goal, median(lcb), median(lcc), cratio, \
-            median(l50) / 1000, median(l99) / 1000, peak / 1024, met
+            median(l50) / 1000, median(l99) / 1000, median(lbatch), peak / 1024, met
     }
     print ""
     print "## Every run"
     print ""
-    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | peak RSS | requests | errors | req/s ratio | CPU ratio |"
-    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | errors | req/s ratio | CPU ratio |"
+    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= nroutes; i++) {
         r = routes[i]
         for (k = 1; k <= rounds; k++) {
@@ -276,9 +347,11 @@ END {
                 if (t && cpu[key, "baseline"] > 0) cratio = sprintf("%.2fx", cpu[key, tg] / cpu[key, "baseline"])
                 errors = err[key, tg]
                 if (reused[key, tg] > 0) errors = errors " (" reused[key, tg] " reused IDs)"
-                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.1f MiB | %d | %s | %s | %s |\n", \
+                batch = (syncs[key, tg] > 0) ? sprintf("%.1f", req[key, tg] / syncs[key, tg]) : "-"
+                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s |\n", \
                     r, k, tg, rps[key, tg], p50[key, tg] / 1000, p99[key, tg] / 1000, cpu[key, tg], \
-                    rss[key, tg] / 1024, req[key, tg], errors, ratio, cratio
+                    (req[key, tg] > 0) ? cs[key, tg] / req[key, tg] : 0, \
+                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, errors, ratio, cratio
             }
         }
     }

@@ -408,7 +408,9 @@ pub fn decode_control_snapshot(data: &[u8]) -> Result<ControlSnapshot, DecodeErr
 pub fn record_to_json(kind: u8, payload: &[u8]) -> serde_json::Value {
     let decoded = match kind {
         KIND_SHARD_V1 => decode_shard_record(kind, payload).map(|r| {
-            serde_json::json!({ "type": r.name(), "data": serde_json::to_value(&r).unwrap_or_default() })
+            let mut data = serde_json::to_value(&r).unwrap_or_default();
+            readable_ids(&mut data);
+            serde_json::json!({ "type": r.name(), "data": data })
         }),
         KIND_CONTROL_V1 => decode_control_record(kind, payload)
             .map(|r| serde_json::to_value(&r).unwrap_or_default()),
@@ -418,6 +420,33 @@ pub fn record_to_json(kind: u8, payload: &[u8]) -> serde_json::Value {
         }),
     };
     decoded.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// Shows 16-byte IDs (`id`, `click_id`, `conversion_id`, `duplicate_of`) in their text
+/// form instead of arrays of numbers.
+fn readable_ids(value: &mut serde_json::Value) {
+    const ID_FIELDS: [&str; 4] = ["id", "click_id", "conversion_id", "duplicate_of"];
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let as_id = v.as_array().filter(|a| a.len() == 16).and_then(|a| {
+                    let mut bytes = [0u8; 16];
+                    for (b, n) in bytes.iter_mut().zip(a) {
+                        *b = u8::try_from(n.as_u64()?).ok()?;
+                    }
+                    Some(crate::ids::Id(bytes).to_string())
+                });
+                match as_id {
+                    Some(text) if ID_FIELDS.contains(&key.as_str()) => {
+                        *v = serde_json::Value::String(text)
+                    }
+                    _ => readable_ids(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(readable_ids),
+        _ => {}
+    }
 }
 
 /// Decodes a snapshot blob to a short JSON summary for `clicktrail wal dump`.

@@ -25,6 +25,7 @@ struct Conv {
     ap: Option<f64>,
     mp: Option<f64>,
     total: Option<f64>,
+    currency: Option<&'static str>,
     status: ConversionStatus,
     token: Option<&'static str>,
     ip: Option<&'static str>,
@@ -40,6 +41,7 @@ struct Expect {
     on_click: Option<&'static str>,
     payout: Option<f64>,
     revenue: Option<f64>,
+    currency: Option<&'static str>,
     /// The answered conversion ID must equal this remembered one (duplicates).
     same_as: Option<&'static str>,
     reason: Option<&'static str>,
@@ -125,6 +127,7 @@ async fn check(name: &str, tweak: impl Fn(&mut Campaign), steps: Vec<Step>) {
                 req.payout_override = c.ap;
                 req.revenue_override = c.mp;
                 req.total_sales = c.total;
+                req.currency_override = c.currency.map(String::from);
                 req.status = c.status;
                 req.token = c.token.map(String::from);
                 let out = e.convert(req).await;
@@ -139,6 +142,9 @@ async fn check(name: &str, tweak: impl Fn(&mut Campaign), steps: Vec<Step>) {
                 }
                 if let Some(r) = want.revenue {
                     assert_eq!(out.revenue, Some(r), "{at}: revenue");
+                }
+                if let Some(cur) = want.currency {
+                    assert_eq!(out.currency.as_deref(), Some(cur), "{at}: currency");
                 }
                 if let Some(l) = want.same_as {
                     assert_eq!(
@@ -958,4 +964,151 @@ async fn impressions_and_report_counters() {
             .await,
         Err(AdminError::NotFound)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_id_is_redeemed_once_under_concurrent_posts() {
+    let h = Harness::new(4, |_| {});
+    let e = h.engine().clone();
+    let click = click_id(&e, click_request(1, 7, 1)).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let e = e.clone();
+        let mut req = conversion(PixelType::S2s);
+        req.click_id = Some(click.clone());
+        tasks.spawn(async move { e.convert(req).await });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(out) = tasks.join_next().await {
+        outcomes.push(out.expect("task"));
+    }
+    let approved: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == OutcomeStatus::Approved)
+        .collect();
+    assert_eq!(approved.len(), 1);
+    let original = approved[0].conversion_id.clone();
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.status != OutcomeStatus::Approved)
+        .all(|o| o.status == OutcomeStatus::Duplicate && o.conversion_id == original));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_reference_is_counted_once_under_concurrent_posts_across_shards() {
+    let h = Harness::new(4, |c| c.campaigns[0].dedupe_merchant_ref = true);
+    let e = h.engine().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u32 {
+        let e = e.clone();
+        let mut req = conversion(PixelType::S2s);
+        // Different affiliates route to different shards.
+        req.source = source(1, if i % 2 == 0 { 7 } else { 8 }, "");
+        req.merchant_ref = Some("order-42".into());
+        tasks.spawn(async move { e.convert(req).await.status });
+    }
+    let mut approved = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.expect("task") {
+            OutcomeStatus::Approved => approved += 1,
+            OutcomeStatus::Duplicate => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(approved, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_windows_and_currency() {
+    use OutcomeStatus::*;
+    check(
+        "a custom backup window",
+        |c| c.backup_window_hours = 2,
+        vec![
+            Step::Click("a", 1, 7, 5),
+            Step::Advance(2 * HOUR_MS),
+            Step::Convert(
+                browser(1, 5),
+                Expect {
+                    matched_by: Some("ip_backup"),
+                    ..expect(Approved)
+                },
+            ),
+            Step::Click("b", 2, 7, 6),
+            Step::Advance(2 * HOUR_MS + 1),
+            Step::Convert(
+                browser(2, 6),
+                Expect {
+                    matched_by: Some("unattributed"),
+                    ..expect(Approved)
+                },
+            ),
+        ],
+    )
+    .await;
+    check(
+        "currency override only when custom parameters are allowed",
+        |c| {
+            c.allow_custom_params = c.id == 2;
+            c.currency = "GBP".into();
+        },
+        vec![
+            Step::Convert(
+                Conv {
+                    currency: Some("eur"),
+                    ..afid_post(1, 7)
+                },
+                Expect {
+                    currency: Some("GBP"),
+                    audit_contains: Some("Currency ignored"),
+                    ..expect(Approved)
+                },
+            ),
+            Step::Convert(
+                Conv {
+                    currency: Some("eur"),
+                    ..afid_post(2, 7)
+                },
+                Expect {
+                    currency: Some("EUR"),
+                    ..expect(Approved)
+                },
+            ),
+            Step::Convert(
+                Conv {
+                    currency: Some("euro"),
+                    ..afid_post(2, 7)
+                },
+                Expect {
+                    reason: Some("Currency"),
+                    ..expect(Invalid)
+                },
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_unique_window_and_extras_not_propagated() {
+    let h = Harness::new(2, |c| c.campaigns[0].unique_window_hours = 1);
+    let e = h.engine();
+    let unique_of = |out: ClickOutcome| match out {
+        ClickOutcome::Tracked { unique, .. } => unique,
+        other => panic!("not tracked: {other:?}"),
+    };
+    let mut req = click_request(1, 7, 1);
+    req.source.extras = vec![("utm".into(), "x".into())];
+    let out = e.click(req.clone()).await.expect("click");
+    if let ClickOutcome::Tracked { location, .. } = &out {
+        assert!(
+            !location.contains("utm"),
+            "extras stay out without propagate_extras: {location}"
+        );
+    }
+    assert!(unique_of(out));
+    h.clock.advance_ms(HOUR_MS - 1);
+    assert!(!unique_of(e.click(req.clone()).await.expect("click")));
+    h.clock.advance_ms(HOUR_MS);
+    assert!(unique_of(e.click(req).await.expect("click")));
 }

@@ -366,7 +366,7 @@ async fn wal_dump_decodes_engine_records() {
     let e = h.engine();
     let id = click_id(e, click_request(1, 7, 1)).await;
     let mut req = conversion(PixelType::S2s);
-    req.click_id = Some(id);
+    req.click_id = Some(id.clone());
     e.convert(req).await;
     e.shutdown().await;
     let summary = engine::inspect::verify(h.dir.path()).expect("verify");

@@ -3,12 +3,13 @@
 //!
 //! Modules, one noun each: [`routes`] (routing and the tracking surface), [`params`],
 //! [`cookies`], [`client_ip`], [`pixels`], [`admin`], [`report`], [`metrics`], [`config`],
-//! [`limits`], [`body`], [`reply`], [`logging`], [`demo`].
+//! [`limits`], [`body`], [`reply`], [`logging`], [`demo`], [`connection`].
 
 pub mod admin;
 pub mod body;
 pub mod client_ip;
 pub mod config;
+pub mod connection;
 pub mod cookies;
 pub mod demo;
 pub mod limits;
@@ -113,6 +114,7 @@ async fn serve_listener(
             let app = app.clone();
             async move { Ok::<_, Infallible>(routes::handle(&app, surface, request, peer).await) }
         });
+        let stream = connection::TimedStream::new(stream);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);

@@ -30,6 +30,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a complete body once the head arrived, for the same reason.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time a write to a client may stay blocked before the connection is closed: a client
+/// that stops reading our answers must not keep its connection for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most connections served at once; further clients wait in the kernel's accept queue.
 /// Each connection may hold up to `MAX_HEAD_BYTES + MAX_BODY_BYTES` of buffers, so this
 /// bounds request memory to roughly 400 MiB in the worst case.

@@ -9,6 +9,11 @@
 //! number), so visitors stay distinguishable on the single loopback IP. With
 //! `--forwarded-for` (only when the server lists 127.0.0.1 in `trusted_proxies`) visitors
 //! also get their own X-Forwarded-For address, a share of them from a small shared pool.
+//!
+//! The report check compares the campaign and affiliate's counters before and after the
+//! run (`group_by=campaign,affiliate`, the default last 7 days): it assumes no other
+//! traffic for that pair meanwhile. Use a campaign or affiliate of its own on a shared
+//! server.
 
 mod client;
 mod histogram;

@@ -137,7 +137,19 @@ impl TestServer {
         Self::start_with(config()).await
     }
 
-    pub async fn start_with(mut config: Config) -> TestServer {
+    pub async fn start_with(config: Config) -> TestServer {
+        Self::start_opening(config, |engine_config| {
+            Engine::open(engine_config, Arc::new(engine::SystemClock))
+        })
+        .await
+    }
+
+    /// Starts on a temporary data directory with an engine `open` builds from the config
+    /// (tests that need simulated disks open it their way).
+    pub async fn start_opening(
+        mut config: Config,
+        open: impl FnOnce(engine::EngineConfig) -> Result<Engine, engine::Error>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         config.storage.data_dir = dir.path().to_path_buf();
         let engine_config = engine::EngineConfig {
@@ -147,8 +159,7 @@ impl TestServer {
             affiliates: config.affiliates.clone(),
             webhooks: config.webhooks.clone(),
         };
-        let engine =
-            Engine::open(engine_config, Arc::new(engine::SystemClock)).expect("engine opens");
+        let engine = open(engine_config).expect("engine opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

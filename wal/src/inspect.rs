@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::recovery::{self, ScanOptions};
-use crate::storage::FsStorage;
+use crate::storage::{FsStorage, Storage};
 use crate::{segment, snapshot, Error, Lsn, Record, RecoveryMode, RecoveryReport, Snapshot};
 
 /// Record limit used when inspecting: the largest any log can be configured with (a record
@@ -58,10 +58,9 @@ pub fn is_log_dir(path: &Path) -> bool {
     })
 }
 
-fn scan(dir: &Path, verify_all: bool) -> Result<recovery::Scan, Error> {
-    let storage = FsStorage::open_read_only(dir)?;
+fn scan_on(storage: &dyn Storage, verify_all: bool) -> Result<recovery::Scan, Error> {
     recovery::scan(
-        &storage,
+        storage,
         ScanOptions {
             max_record_bytes: INSPECT_MAX_RECORD_BYTES,
             mode: RecoveryMode::Strict,
@@ -74,7 +73,12 @@ fn scan(dir: &Path, verify_all: bool) -> Result<recovery::Scan, Error> {
 /// names the first damaged file and offset; a torn tail is not an error (recovery cuts it)
 /// but is reported.
 pub fn verify_log(dir: &Path) -> Result<VerifySummary, Error> {
-    let scan = scan(dir, true)?;
+    verify_log_on(&FsStorage::open_read_only(dir)?)
+}
+
+/// `verify_log` on any storage (e.g. a `SimDisk` holding copies of damaged files).
+pub fn verify_log_on(storage: &dyn Storage) -> Result<VerifySummary, Error> {
+    let scan = scan_on(storage, true)?;
     let RecoveryReport {
         segments,
         torn_tail_bytes,
@@ -95,6 +99,11 @@ pub fn verify_log(dir: &Path) -> Result<VerifySummary, Error> {
 /// What recovery would return for `dir` (the newest valid snapshot and every record from
 /// it on), read without modifying anything.
 pub fn read_log(dir: &Path) -> Result<(Option<Snapshot>, Vec<Record>), Error> {
-    let scan = scan(dir, false)?;
+    read_log_on(&FsStorage::open_read_only(dir)?)
+}
+
+/// `read_log` on any storage (e.g. a `SimDisk` holding copies of damaged files).
+pub fn read_log_on(storage: &dyn Storage) -> Result<(Option<Snapshot>, Vec<Record>), Error> {
+    let scan = scan_on(storage, false)?;
     Ok((scan.log.snapshot, scan.log.records))
 }

@@ -46,6 +46,10 @@ pub enum RecoveryMode {
     Strict,
     /// Drop the corrupt record and what cannot be framed after it, and report exactly
     /// what was dropped in `RecoveryReport::dropped`.
+    ///
+    /// The damaged bytes stay on disk (a repair never destroys evidence): when records
+    /// were dropped, appends continue in a fresh segment, and the owner should write a
+    /// snapshot at `next_lsn()` right away so later strict opens never read the damage.
     Lossy,
 }
 

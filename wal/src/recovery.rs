@@ -41,6 +41,9 @@ pub(crate) struct Scan {
     pub snapshot_files: Vec<Lsn>,
     /// Files to delete before appending: temp files and unused or torn trailing segments.
     pub discard: Vec<String>,
+    /// A trailing prepared segment that is still clean (all zero after its header): the
+    /// writer keeps it as the next segment instead of allocating a new one.
+    pub reusable: Option<(String, SegmentHeader)>,
     /// The LSN the next append gets.
     pub next_lsn: Lsn,
     /// Where appends continue in the last segment.
@@ -187,6 +190,11 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
                     opts.max_record_bytes,
                 );
                 let end = nonzero_end(&bytes, HEADER_PAGE_BYTES);
+                let clean = end <= HEADER_PAGE_BYTES && bytes.len() as u64 == header.size_bytes;
+                if clean && scan.reusable.is_none() {
+                    scan.reusable = Some((name, header));
+                    continue;
+                }
                 scan.log.report.torn_tail_bytes += (end - HEADER_PAGE_BYTES.min(end)) as u64;
                 scan.log.report.torn_tail_records += records;
             }
@@ -235,7 +243,8 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
             if opts.mode == RecoveryMode::Strict {
                 return Err(corruption(storage.path(&name), 0, reason));
             }
-            scan.log.report.dropped.push((storage.path(&name), 0, 0));
+            let len = storage.read(&name, MAX_SEGMENT_BYTES)?.len() as u64;
+            scan.log.report.dropped.push((storage.path(&name), 0, len));
         }
     }
 

@@ -20,8 +20,9 @@ use crate::{Error, Lsn, Options, Recovered, SyncPolicy, WalStats};
 static ZERO_PAGE: [u8; HEADER_PAGE_BYTES] = [0; HEADER_PAGE_BYTES];
 
 /// A segment created on disk but not yet in use.
-#[derive(Debug)]
 struct PreparedSegment {
+    /// Already mapped (and its pages faulted in) when prepared in the background.
+    file: Option<Box<dyn MappedFile>>,
     name: String,
     salt: u32,
     size_bytes: u64,
@@ -119,7 +120,15 @@ impl Writer {
             pos: HEADER_PAGE_BYTES,
             dirty: None,
             segments: scan.segments,
-            prepared: Prepared::None,
+            prepared: match scan.reusable {
+                Some((name, header)) => Prepared::Ready(PreparedSegment {
+                    file: None,
+                    name,
+                    salt: header.salt,
+                    size_bytes: header.size_bytes,
+                }),
+                None => Prepared::None,
+            },
             next_seq: scan.next_seq,
             next_lsn: scan.next_lsn,
             synced_lsn: scan.next_lsn.saturating_sub(1),
@@ -152,11 +161,17 @@ impl Writer {
                 writer.file = file;
             }
             None => {
-                let prepared = writer.prepare_now()?;
+                let prepared = writer.take_prepared()?;
                 writer.activate(prepared)?;
             }
         }
         writer.start_preparing();
+        if !scan.log.report.dropped.is_empty() {
+            // Lossy recovery dropped damaged records, which stay on disk. Appends go to a
+            // fresh segment, so once the owner writes a snapshot at `next_lsn()` no damaged
+            // segment is needed again and a strict open succeeds.
+            writer.rotate()?;
+        }
         Ok((writer, scan.log))
     }
 
@@ -271,9 +286,12 @@ impl Writer {
     /// Makes a prepared segment the active one, assigning its base LSN. The header is
     /// durable with the first sync that covers records in it.
     fn activate(&mut self, prepared: PreparedSegment) -> Result<(), Error> {
-        let mut file = self
-            .storage
-            .open_mapped(&prepared.name, prepared.size_bytes)?;
+        let mut file = match prepared.file {
+            Some(file) => file,
+            None => self
+                .storage
+                .open_mapped(&prepared.name, prepared.size_bytes)?,
+        };
         let header = SegmentHeader {
             salt: prepared.salt,
             base_lsn: self.next_lsn,
@@ -302,6 +320,7 @@ impl Writer {
             size_bytes: self.options.segment_size_bytes,
         };
         let prepared = PreparedSegment {
+            file: None,
             name: segment::segment_name(seq),
             salt: header.salt,
             size_bytes: header.size_bytes,
@@ -333,7 +352,9 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name("wal-prepare".into())
             .spawn(move || {
+                let mut prepared = prepared;
                 storage.create(&prepared.name, prepared.size_bytes, &page)?;
+                prepared.file = Some(storage.open_mapped(&prepared.name, prepared.size_bytes)?);
                 Ok(prepared)
             });
         if let Ok(handle) = spawned {

@@ -204,3 +204,11 @@ fn a_second_writer_is_refused() {
         Err(Error::Io(_))
     ));
 }
+
+#[test]
+fn the_log_can_move_to_its_owner_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Wal>();
+    assert_send::<wal::Recovered>();
+    assert_send::<Error>();
+}

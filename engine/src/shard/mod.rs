@@ -711,12 +711,14 @@ impl ShardActor {
             })
         });
         let dropped = self.state.click_count() - snap.clicks.len();
+        let pruned = self.state.impression_entries() - snap.impressions.len();
         let data = codec::encode_shard_snapshot(&snap);
         let lsn = self.wal.next_lsn();
         match self.wal.write_snapshot(lsn, &data) {
             Ok(()) => {
                 self.records_since_snapshot = 0;
-                if dropped > 0 {
+                // Memory shrinks only by rebuilding from what the snapshot kept.
+                if dropped > 0 || pruned > 0 {
                     self.state = ShardState::from_snapshot(snap);
                 }
                 tracing::info!(

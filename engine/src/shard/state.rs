@@ -80,6 +80,29 @@ impl<T: std::hash::Hash + Eq> Interner<T> {
     }
 }
 
+/// Interns strings, looked up by `&str` so a hit allocates nothing (the click hot path).
+#[derive(Default)]
+struct StrInterner {
+    index: HashMap<Arc<str>, u32>,
+    items: Vec<Arc<str>>,
+}
+
+impl StrInterner {
+    fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        let value: Arc<str> = Arc::from(value);
+        self.items.push(Arc::clone(&value));
+        self.index.insert(value, i);
+        i
+    }
+    fn get(&self, i: u32) -> &str {
+        self.items.get(i as usize).map_or("", |s| s.as_ref())
+    }
+}
+
 /// The stats key with sid1 interned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct StatKey {
@@ -100,7 +123,7 @@ pub struct ShardState {
     by_fingerprint: HashTable<u32>,
     ipv6: HashMap<u32, Ipv6Addr>,
     tails: Interner<Tail>,
-    sid1s: Interner<String>,
+    sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: HashMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
@@ -143,6 +166,11 @@ impl ShardState {
     fn count_delivery(&mut self, state: DeliveryState, delta: i64) {
         let slot = &mut self.delivery_states[state_index(state)];
         *slot = slot.saturating_add_signed(delta);
+    }
+
+    /// Entries of the impressions' uniqueness index.
+    pub fn impression_entries(&self) -> usize {
+        self.impressions.len()
     }
 
     pub fn click_count(&self) -> usize {
@@ -230,7 +258,7 @@ impl ShardState {
             campaign_id,
             affiliate_id,
             creative_id,
-            sid1: self.sid1s.intern(sid1.to_string()),
+            sid1: self.sid1s.intern(sid1),
         }
     }
 
@@ -334,14 +362,15 @@ impl ShardState {
     }
 
     pub fn apply_click(&mut self, c: ClickRec) {
-        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        let counters = self.counters_mut(
-            c.time_ms,
-            c.campaign_id,
-            c.affiliate_id,
-            c.creative_id,
-            &sid1,
-        );
+        let sid1 = c.sub_ids.first().map_or("", |s| s.as_str());
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self.sid1s.intern(sid1),
+        };
+        let counters = self.counters.entry(key).or_default();
         counters.clicks += 1;
         counters.unique_clicks += u64::from(c.unique);
         let tail = self.tails.intern((c.sub_ids, c.extras));
@@ -487,7 +516,7 @@ impl ShardState {
             campaign_id: key.campaign_id,
             affiliate_id: key.affiliate_id,
             creative_id: key.creative_id,
-            sid1: self.sid1s.get(key.sid1).cloned().unwrap_or_default(),
+            sid1: self.sid1s.get(key.sid1).to_string(),
         }
     }
 

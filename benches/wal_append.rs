@@ -1,0 +1,165 @@
+//! WAL append throughput: 100-byte records under each sync policy, group commit under
+//! `Always` with batches of 1, 64 and 512 records, many producers feeding one owner, and
+//! recovery speed. Run: `cargo bench --bench wal_append`.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use wal::{Options, SyncPolicy, Wal};
+
+/// The record size the engine mostly writes (a click).
+const RECORD_BYTES: usize = 100;
+/// Records between snapshots in the long-running benches, so old segments are deleted and
+/// the temp directory stays small.
+const SNAPSHOT_EVERY_RECORDS: u64 = 1 << 20;
+
+fn open(dir: &std::path::Path, sync: SyncPolicy) -> Wal {
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
+    Wal::open(dir, options).expect("open").0
+}
+
+/// Appends `n` records (committing every `batch`) and returns the time it took.
+fn append_run(wal: &mut Wal, n: u64, batch: u64) -> Duration {
+    let payload = [0x5Au8; RECORD_BYTES];
+    let start = Instant::now();
+    for i in 0..n {
+        wal.append(1, &payload).expect("append");
+        if (i + 1).is_multiple_of(batch) {
+            wal.commit().expect("commit");
+        }
+        let lsn = wal.next_lsn();
+        if lsn.is_multiple_of(SNAPSHOT_EVERY_RECORDS) {
+            wal.write_snapshot(lsn, b"bench").expect("snapshot");
+        }
+    }
+    wal.commit().expect("commit");
+    start.elapsed()
+}
+
+fn policies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_100B");
+    group.throughput(Throughput::Elements(1));
+    for (name, sync) in [
+        ("never", SyncPolicy::Never),
+        (
+            "interval_5ms",
+            SyncPolicy::Interval(Duration::from_millis(5)),
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = open(dir.path(), sync);
+        group.bench_function(name, |b| b.iter_custom(|n| append_run(&mut wal, n, 1)));
+    }
+    group.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("always_commit_batch");
+    group.sample_size(20);
+    for batch in [1u64, 64, 512] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = open(dir.path(), SyncPolicy::Always);
+        group.throughput(Throughput::Elements(batch));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.iter_custom(|n| append_run(&mut wal, n * batch, batch));
+        });
+        let stats = wal.stats();
+        println!(
+            "always batch {batch}: {} records, {} syncs, mean batch per sync {:.1}",
+            stats.records_appended,
+            stats.syncs,
+            stats.records_appended as f64 / stats.syncs.max(1) as f64
+        );
+    }
+    group.finish();
+}
+
+/// Producers send records to one owner thread, which appends whatever is queued and
+/// commits once (the shard actor's loop), then acknowledges each record.
+fn producers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("always_producers");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    for producers in [1usize, 16, 64] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(producers),
+            &producers,
+            |b, &producers| {
+                b.iter_custom(|n| {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let mut wal = open(dir.path(), SyncPolicy::Always);
+                    let (tx, rx) = mpsc::channel::<mpsc::Sender<u64>>();
+                    let per_producer = n.div_ceil(producers as u64);
+                    let start = Instant::now();
+                    let handles: Vec<_> = (0..producers)
+                        .map(|_| {
+                            let tx = tx.clone();
+                            std::thread::spawn(move || {
+                                let (ack_tx, ack_rx) = mpsc::channel();
+                                for _ in 0..per_producer {
+                                    tx.send(ack_tx.clone()).expect("send");
+                                    ack_rx.recv().expect("ack");
+                                }
+                            })
+                        })
+                        .collect();
+                    drop(tx);
+                    let payload = [0x5Au8; RECORD_BYTES];
+                    let mut waiting = Vec::new();
+                    while let Ok(first) = rx.recv() {
+                        waiting.push(first);
+                        waiting.extend(rx.try_iter());
+                        for _ in &waiting {
+                            wal.append(1, &payload).expect("append");
+                        }
+                        wal.commit().expect("commit");
+                        for ack in waiting.drain(..) {
+                            let _ = ack.send(0);
+                        }
+                    }
+                    for h in handles {
+                        h.join().expect("producer");
+                    }
+                    let elapsed = start.elapsed();
+                    let stats = wal.stats();
+                    println!(
+                        "{producers} producers: mean batch per sync {:.1}",
+                        stats.records_appended as f64 / stats.syncs.max(1) as f64
+                    );
+                    elapsed
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn recovery(c: &mut Criterion) {
+    const RECORDS: u64 = 1_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = open(dir.path(), SyncPolicy::Never);
+    let payload = [0x5Au8; RECORD_BYTES];
+    for _ in 0..RECORDS {
+        wal.append(1, &payload).expect("append");
+    }
+    wal.sync().expect("sync");
+    drop(wal);
+    let mut group = c.benchmark_group("recovery");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RECORDS));
+    group.bench_function("1M_records_100B", |b| {
+        b.iter(|| {
+            let (_, recovered) = Wal::open(dir.path(), Options::default()).expect("open");
+            assert_eq!(recovered.records.len() as u64, RECORDS);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, policies, group_commit, producers, recovery);
+criterion_main!(benches);
