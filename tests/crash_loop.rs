@@ -12,9 +12,10 @@
 //! - conversions nobody acknowledged are no more than the posts lost in flight.
 //!
 //! At the end every delivery owed for an acknowledged approved conversion reaches the sink
-//! within a bounded deadline.
+//! within a bounded deadline; the sink refuses the first attempt of about half of them, so
+//! retries are pending across kills as well.
 //!
-//! `CRASH_ROUNDS=` runs more rounds (default 20); `SEED=` replays a run.
+//! `CRASH_ROUNDS=` runs more rounds (default 30); `SEED=` replays a run.
 
 #[path = "support/ops.rs"]
 mod ops;
@@ -35,8 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::Process;
 
-/// Rounds per CI run: the issue asks for at least 20; each takes a second or two here.
-const DEFAULT_ROUNDS: usize = 20;
+/// Rounds per CI run: the issue asks for at least 20; each takes about half a second here
+/// (a second under load), so the test stays well inside its two-minute budget.
+const DEFAULT_ROUNDS: usize = 30;
 /// Concurrent clients: enough that a kill lands with several requests in flight.
 const WORKERS: usize = 4;
 /// Operations one worker starts per round at most, so a round is bounded even when the
@@ -247,7 +249,7 @@ impl Worker {
                 });
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.click_slack += 1;
                 false
@@ -290,7 +292,7 @@ impl Worker {
                 self.clicks[i].conversion = ConvAttempt::Acked(id);
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.clicks[i].conversion = ConvAttempt::Maybe;
                 false
@@ -309,7 +311,7 @@ impl Worker {
                 self.record_conversion(&reply, None);
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.afid_slack += 1;
                 false
@@ -341,7 +343,7 @@ impl Worker {
                 }
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.conversions[i].allowed.insert(status.to_string());
                 false
@@ -376,7 +378,7 @@ impl Worker {
                 self.campaign_maybe = None;
                 true
             }
-            Sent::NotSent => false,
+            Sent::Refused => false,
             Sent::Lost => {
                 self.campaign_maybe = Some(name);
                 false
@@ -643,7 +645,8 @@ async fn kill_loop(seed: u64, rounds: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config_path = dir.path().join("clicktrail.toml");
-    let sink = Sink::start().await;
+    // Half the deliveries need a retry: retries then straddle kills too.
+    let sink = Sink::start_flaky().await;
     let mut workers: Vec<Worker> = (0..WORKERS).map(|i| Worker::new(i, seed)).collect();
     let mut adopted = BTreeSet::new();
     let mut shards = 2;
@@ -668,8 +671,13 @@ async fn kill_loop(seed: u64, rounds: usize) {
                 owed.len()
             );
             let total: u64 = workers.iter().map(|w| w.clicks_acked).sum();
+            let retried = sink
+                .received()
+                .keys()
+                .filter(|k| k.starts_with("refused:"))
+                .count();
             eprintln!(
-                "{rounds} rounds: {total} acknowledged clicks, {} conversions, {} deliveries",
+                "{rounds} rounds: {total} acknowledged clicks, {} conversions, {} deliveries owed ({retried} first attempts refused by the sink)",
                 workers.iter().map(|w| w.conversions.len()).sum::<usize>(),
                 owed.len()
             );

@@ -512,9 +512,9 @@ name = "a"
     drop(mount);
 }
 
-/// Room for the control log's and the one shard's 2 MiB segments and their small files,
-/// but not for a second shard segment.
-const TMPFS_KIB: u64 = 5 * 1024;
+/// Room for the control log's and the one shard's 2 MiB segments, each with the next one
+/// prepared ahead (four segments), plus their small files, but not for a fifth segment.
+const TMPFS_KIB: u64 = 8 * 1024 + 512;
 
 /// A mounted tmpfs, unmounted on drop.
 struct Tmpfs(PathBuf);

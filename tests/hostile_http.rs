@@ -168,7 +168,12 @@ async fn no_malformed_request_gets_a_5xx_or_a_panic_on_any_endpoint() {
     let seen = panics.clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        seen.fetch_add(1, Ordering::SeqCst);
+        // The server's threads: this test's runtime workers and the engine's shard actors
+        // (other tests in this binary run on their own test threads).
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        if name == "tokio-runtime-worker" || name.starts_with("shard-") {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
         previous(info);
     }));
     let server = TestServer::start().await;
@@ -207,4 +212,45 @@ async fn no_malformed_request_gets_a_5xx_or_a_panic_on_any_endpoint() {
     assert_eq!(click.status, 302, "a valid click works afterwards");
     assert_eq!(click.headers_named("set-cookie").len(), 1);
     server.stop().await;
+}
+
+/// Slow bodies on every route that reads one: a client that sends its head and part of
+/// its body, then stalls, gets `408` when the body read times out (10 s), and nobody else
+/// is held up. Time is paused, so the 10 s pass at once and the check is on virtual time.
+#[tokio::test(start_paused = true)]
+async fn slow_bodies_time_out_on_every_route_that_reads_one() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let routes = [
+        ("POST", "/pixel.track", "application/x-www-form-urlencoded"),
+        ("POST", "/pixel.track?type=s2s", "application/json"),
+        ("POST", "/api/v1/campaigns", "application/json"),
+        ("PUT", "/api/v1/campaigns/1", "application/json"),
+        ("POST", "/api/v1/affiliates", "application/json"),
+        ("POST", "/api/v1/webhooks", "application/json"),
+        ("POST", "/api/v1/conversions/abc/status", "application/json"),
+    ];
+    for (method, target, content_type) in routes {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: {content_type}\r\nContent-Length: 100\r\n\r\n{{\"type\":"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let started = tokio::time::Instant::now();
+        let reply = read_reply(&mut stream).await;
+        let waited = started.elapsed();
+        match reply {
+            Ok(reply) => assert_eq!(reply.status, 408, "{method} {target}: {}", reply.text()),
+            Err(e) => panic!("{method} {target}: no answer to a stalled body: {e}"),
+        }
+        assert!(
+            waited >= std::time::Duration::from_secs(10) && waited < IO_TIMEOUT,
+            "{method} {target}: answered after {waited:?}"
+        );
+        assert_eq!(server.get("/healthz").await.status, 200);
+    }
+    // (No click here: with time paused, a wait on a shard thread would let the runtime
+    // jump past the client's own timeout. The table test above ends with a click.)
 }

@@ -132,6 +132,8 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
     server.stop().await;
 }
 
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 #[tokio::test]
 async fn server_posts_refuse_wrong_tokens_and_forged_forwarding() {
     // No trusted proxies: X-Forwarded-For from the client is ignored, so the client IP is
@@ -141,7 +143,7 @@ async fn server_posts_refuse_wrong_tokens_and_forged_forwarding() {
         .click_id(&format!("CID={C_SECURED}&AFID={AFF}"), &[])
         .await;
     let bearer = format!("Bearer {POSTBACK_TOKEN}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<(&str, String, Headers, u16)> = vec![
         ("no token", format!("ClickID={click}"), vec![], 401),
         (
             "wrong token",

@@ -16,7 +16,7 @@ pub enum Sent {
     /// A complete answer: whatever it says happened.
     Answered(Reply),
     /// The connection was refused: the server never saw the request.
-    NotSent,
+    Refused,
     /// Sent, but no complete answer: it may or may not have been applied.
     Lost,
 }
@@ -40,7 +40,7 @@ pub fn raw(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) ->
 pub async fn send(addr: SocketAddr, bytes: &[u8]) -> Sent {
     match send_raw(addr, bytes).await {
         Ok(reply) => Sent::Answered(reply),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Sent::NotSent,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Sent::Refused,
         Err(_) => Sent::Lost,
     }
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// What the sink has heard: `conv` value → number of requests carrying it (at-least-once
-/// delivery may send one more than once).
+/// delivery may send one more than once). A flaky sink also keeps `refused:<conv>` for
+/// each conversion whose first request it refused.
 pub type Received = BTreeMap<String, u32>;
 
 pub struct Sink {
@@ -36,6 +37,16 @@ impl Sink {
 
     /// A sink on `addr` (a port chosen earlier, for "sink down, then up" tests).
     pub async fn start_on(addr: SocketAddr) -> Sink {
+        Self::start_with(addr, false).await
+    }
+
+    /// A sink that answers `503` to the first request for about half the conversions
+    /// (those whose ID's bytes add up to an even number), so their deliveries need a retry.
+    pub async fn start_flaky() -> Sink {
+        Self::start_with("127.0.0.1:0".parse().expect("addr"), true).await
+    }
+
+    async fn start_with(addr: SocketAddr, flaky: bool) -> Sink {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("bind the sink on {addr}: {e}"));
@@ -53,12 +64,26 @@ impl Sink {
                         async move {
                             let query = request.uri().query().unwrap_or("").to_string();
                             let conv = form_urlencoded_value(&query, "conv");
+                            let mut status = hyper::StatusCode::OK;
                             if let Some(conv) = conv {
-                                tx.send_modify(|seen| *seen.entry(conv).or_insert(0) += 1);
+                                let refused = format!("refused:{conv}");
+                                let refuse = flaky
+                                    && conv.bytes().map(u32::from).sum::<u32>() % 2 == 0
+                                    && !tx.borrow().contains_key(&refused);
+                                if refuse {
+                                    // Remembered under a separate key: not a delivery.
+                                    status = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                                    tx.send_modify(|seen| {
+                                        seen.insert(refused, 1);
+                                    });
+                                } else {
+                                    tx.send_modify(|seen| *seen.entry(conv).or_insert(0) += 1);
+                                }
                             }
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
+                            let mut response =
+                                hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *response.status_mut() = status;
+                            Ok::<_, Infallible>(response)
                         }
                     });
                     let _ = http1::Builder::new()
