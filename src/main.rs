@@ -85,9 +85,16 @@ fn main() -> anyhow::Result<()> {
             command: WalCommand::Dump { dir },
         } => {
             let stdout = std::io::stdout();
-            engine::inspect::dump(&dir, &mut stdout.lock())
-                .with_context(|| format!("dumping {}", dir.display()))?;
-            Ok(())
+            match engine::inspect::dump(&dir, &mut stdout.lock()) {
+                // `clicktrail wal dump DIR | head` closes the pipe early: that is the reader
+                // being done, not a failure.
+                Err(engine::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                result => result.with_context(|| format!("dumping {}", dir.display())),
+            }
         }
     }
 }

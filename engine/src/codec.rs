@@ -433,8 +433,12 @@ pub fn record_to_json(kind: u8, payload: &[u8]) -> serde_json::Value {
             readable_ids(&mut data);
             serde_json::json!({ "type": r.name(), "data": data })
         }),
-        KIND_CONTROL_V1 => decode_control_record(kind, payload)
-            .map(|r| serde_json::to_value(&r).unwrap_or_default()),
+        KIND_CONTROL_V1 => decode_control_record(kind, payload).map(|r| match r {
+            // The fingerprint key never leaves the data directory: a dump is often pasted
+            // into tickets, and the key would let anyone link visitors' fingerprints.
+            ControlRecord::Secret(_) => serde_json::json!({ "Secret": "<redacted>" }),
+            other => serde_json::to_value(&other).unwrap_or_default(),
+        }),
         other => Err(DecodeError {
             what: "record",
             reason: format!("unknown kind {other}"),
@@ -492,6 +496,13 @@ pub fn snapshot_summary(data: &[u8]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dumps_never_show_the_fingerprint_key() {
+        let (kind, payload) = encode_control_record(&ControlRecord::Secret([0xAB; 16]));
+        let json = record_to_json(kind, &payload).to_string();
+        assert_eq!(json, r#"{"Secret":"<redacted>"}"#);
+    }
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
