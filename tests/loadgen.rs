@@ -84,7 +84,47 @@ async fn loadgen_checks_pass_on_a_correct_server_and_fail_on_refused_traffic() {
     check(&server, &seed, C_MULTI, AFF, &[], true, &[passed]).await;
     // AFID posts refused (403) on a campaign without them, as loadgen expects.
     check(&server, &seed, C_NO_AFID, AFF, &[], true, &[passed]).await;
+    // X-Forwarded-For from an untrusted peer must be ignored: the clicks record 127.0.0.1,
+    // not the addresses loadgen forwarded, and loadgen says so.
+    check(
+        &server,
+        &seed,
+        C_PLAIN,
+        AFF,
+        &["--forwarded-for"],
+        false,
+        &["FAIL", "WrongIp"],
+    )
+    .await;
     // A blocked affiliate's clicks are not tracked: loadgen must say so and fail.
     check(&server, &seed, C_PLAIN, AFF_BLOCKED, &[], false, &["FAIL"]).await;
+    server.stop().await;
+}
+
+/// Behind a trusted proxy every visitor has its own address (and a share of them one
+/// shared address): IP backup still finds each visitor's own click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_checks_pass_with_forwarded_addresses_and_shared_ips() {
+    let seed = seed();
+    let mut config = config();
+    config.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("a CIDR")];
+    let server = TestServer::start_with(config).await;
+    let extra = [
+        "--forwarded-for",
+        "--shared-ip-share",
+        "0.5",
+        "--cookie-loss-share",
+        "0.6",
+    ];
+    check(
+        &server,
+        &seed,
+        C_PLAIN,
+        AFF,
+        &extra,
+        true,
+        &["all checks passed"],
+    )
+    .await;
     server.stop().await;
 }

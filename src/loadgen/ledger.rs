@@ -101,6 +101,8 @@ pub struct ExpectedConversion {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SentClick {
     pub click_id: String,
+    /// The address sent as X-Forwarded-For: the click must record it (SPEC 2.1).
+    pub forwarded_ip: Option<String>,
     /// Not the visitor's latest click when it converted: it must carry no conversion.
     pub conversion: Option<ExpectedConversion>,
 }
@@ -234,12 +236,26 @@ pub enum Verdict {
     DuplicateCounted { counted: u32 },
     /// Counted conversions on a click that should have none (taken from another click).
     Unexpected { counted: u32 },
+    /// The click recorded another client IP than the one a trusted proxy forwarded.
+    WrongIp { got: String },
     /// The view is not the shape SPEC 3 describes.
     Malformed(String),
 }
 
-/// Judges `view` (the admin API's click, with its conversions) against `expected`.
-pub fn judge(expected: Option<&ExpectedConversion>, view: &Value) -> Verdict {
+/// Judges `view` (the admin API's click, with its conversions) against what was sent.
+pub fn judge(click: &SentClick, view: &Value) -> Verdict {
+    if let Some(sent_ip) = &click.forwarded_ip {
+        let got = view.get("ip").and_then(Value::as_str).unwrap_or_default();
+        if got != sent_ip {
+            return Verdict::WrongIp {
+                got: got.to_string(),
+            };
+        }
+    }
+    judge_conversions(click.conversion.as_ref(), view)
+}
+
+fn judge_conversions(expected: Option<&ExpectedConversion>, view: &Value) -> Verdict {
     let Some(conversions) = view.get("conversions").and_then(Value::as_array) else {
         return Verdict::Malformed("no `conversions` array".to_string());
     };
@@ -381,7 +397,12 @@ mod tests {
 
     fn check(expected: Option<ExpectedConversion>, conversions: Vec<Value>, verdict: Verdict) {
         let view = json!({"click_id": "c", "conversions": conversions});
-        assert_eq!(judge(expected.as_ref(), &view), verdict, "{view}");
+        let click = SentClick {
+            click_id: "c".to_string(),
+            forwarded_ip: None,
+            conversion: expected,
+        };
+        assert_eq!(judge(&click, &view), verdict, "{view}");
     }
 
     #[test]
@@ -437,7 +458,25 @@ mod tests {
             vec![json!({"conversion_id": "v1"})],
             Verdict::Malformed("a conversion without `counted`".to_string()),
         );
-        assert!(matches!(judge(None, &json!({})), Verdict::Malformed(_)));
+        let plain = SentClick {
+            click_id: "c".to_string(),
+            forwarded_ip: None,
+            conversion: None,
+        };
+        assert!(matches!(judge(&plain, &json!({})), Verdict::Malformed(_)));
+        // Behind a trusted proxy the click keeps the forwarded address.
+        let forwarded = SentClick {
+            forwarded_ip: Some("198.18.0.7".to_string()),
+            ..plain
+        };
+        let view = |ip: &str| json!({"ip": ip, "conversions": []});
+        assert_eq!(judge(&forwarded, &view("198.18.0.7")), Verdict::Correct);
+        assert_eq!(
+            judge(&forwarded, &view("127.0.0.1")),
+            Verdict::WrongIp {
+                got: "127.0.0.1".to_string()
+            }
+        );
     }
 
     #[test]

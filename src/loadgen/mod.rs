@@ -578,6 +578,7 @@ async fn click(shared: &Shared, journey: &Journey, visit: &mut Visit, out: &mut 
     visit.cookie = Some(click_id.clone());
     visit.clicks.push(SentClick {
         click_id,
+        forwarded_ip: shared.forwarded_for.then(|| journey.ip.to_string()),
         conversion: None,
     });
     true
@@ -905,7 +906,7 @@ async fn check_clicks(
                     let verdict = admin
                         .get(&format!("/api/v1/clicks/{}", click.click_id))
                         .await
-                        .map(|view| ledger::judge(click.conversion.as_ref(), &view))
+                        .map(|view| ledger::judge(click, &view))
                         .map_err(|e| format!("{e:#}"));
                     checks.record(click, verdict);
                 }
