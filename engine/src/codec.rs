@@ -324,9 +324,30 @@ fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     }
 }
 
+/// Most bytes a record's payload may claim for its strings and lists while decoding: a
+/// record is at most 1 MiB (the WAL's limit), so a larger claim is corruption, refused
+/// before any allocation. Snapshots are not limited (they hold a whole shard).
+const RECORD_DECODE_LIMIT_BYTES: usize = 16 << 20;
+
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    decode_with(bytes, what, config())
+}
+
+fn decode_record<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    decode_with(
+        bytes,
+        what,
+        config().with_limit::<RECORD_DECODE_LIMIT_BYTES>(),
+    )
+}
+
+fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    what: &'static str,
+    config: C,
+) -> Result<T, DecodeError> {
     let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError {
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
             what,
             reason: e.to_string(),
         })?;
@@ -348,7 +369,7 @@ pub fn encode_shard_record(record: &ShardRecord, out: &mut Vec<u8>) -> u8 {
 
 pub fn decode_shard_record(kind: u8, payload: &[u8]) -> Result<ShardRecord, DecodeError> {
     match kind {
-        KIND_SHARD_V1 => decode(payload, "shard record"),
+        KIND_SHARD_V1 => decode_record(payload, "shard record"),
         other => Err(DecodeError {
             what: "shard record",
             reason: format!("unknown kind {other}"),
@@ -364,7 +385,7 @@ pub fn encode_control_record(record: &ControlRecord) -> (u8, Vec<u8>) {
 
 pub fn decode_control_record(kind: u8, payload: &[u8]) -> Result<ControlRecord, DecodeError> {
     match kind {
-        KIND_CONTROL_V1 => decode(payload, "control record"),
+        KIND_CONTROL_V1 => decode_record(payload, "control record"),
         other => Err(DecodeError {
             what: "control record",
             reason: format!("unknown kind {other}"),

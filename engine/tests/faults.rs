@@ -122,3 +122,49 @@ async fn a_failing_log_degrades_and_never_pretends() {
         acked.conversion_id.as_ref()
     );
 }
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    // Outside a tokio runtime.
+    assert!(matches!(
+        Engine::open(config(dir.path(), 1), clock.clone()),
+        Err(engine::Error::Config(_))
+    ));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = runtime.enter();
+    type Tweak = Box<dyn Fn(&mut EngineConfig)>;
+    let cases: Vec<(&str, Tweak)> = vec![
+        ("too many shards", Box::new(|c| c.storage.shards = 100_000)),
+        (
+            "tiny segments",
+            Box::new(|c| c.storage.segment_size_bytes = 4096),
+        ),
+        (
+            "a file campaign with a bad landing URL",
+            Box::new(|c| c.campaigns[0].landing_url = "ftp://x/".into()),
+        ),
+        (
+            "a file webhook with a bad secret",
+            Box::new(|c| {
+                c.webhooks = vec![Webhook {
+                    id: 1,
+                    url: "https://hooks.example/x".into(),
+                    secret: "nope".into(),
+                    ..Webhook::default()
+                }]
+            }),
+        ),
+    ];
+    for (what, tweak) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(dir.path(), 1);
+        tweak(&mut c);
+        match Engine::open(c, clock.clone()) {
+            Err(engine::Error::Config(reason)) => assert!(!reason.is_empty(), "{what}"),
+            Err(other) => panic!("{what}: unexpected error {other}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+}

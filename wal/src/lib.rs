@@ -8,6 +8,8 @@
 //! files and the simulated disk), `writer` (appends, group commit, rotation), `recovery`
 //! (reading a log back), `inspect` (read-only operator tools), `clock` (time for `Interval`).
 
+#![deny(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -178,7 +178,7 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
         .rposition(|(_, _, h)| h.as_ref().is_ok_and(|h| h.base_lsn != 0));
     let first_trailing = last_assigned.map_or(0, |i| i + 1);
     for (_, name, header) in headers.drain(first_trailing..) {
-        let bytes = storage.read(&name, MAX_SEGMENT_BYTES)?;
+        let bytes = storage.read_segment(&name, MAX_SEGMENT_BYTES)?;
         match header {
             Ok(header) => {
                 // Prepared but never activated: any records in it were never synced.
@@ -243,7 +243,7 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
             if opts.mode == RecoveryMode::Strict {
                 return Err(corruption(storage.path(&name), 0, reason));
             }
-            let len = storage.read(&name, MAX_SEGMENT_BYTES)?.len() as u64;
+            let len = storage.read_segment(&name, MAX_SEGMENT_BYTES)?.len() as u64;
             scan.log.report.dropped.push((storage.path(&name), 0, len));
         }
     }
@@ -278,9 +278,7 @@ pub(crate) fn scan(storage: &dyn Storage, opts: ScanOptions) -> Result<Scan, Err
         let seg = &segments[i];
         let next_base = segments.get(i + 1).map(|s| s.header.base_lsn);
         let path = storage.path(&seg.name);
-        let size = usize::try_from(seg.header.size_bytes).unwrap_or(usize::MAX);
-        let mut bytes = storage.read(&seg.name, seg.header.size_bytes)?;
-        bytes.truncate(size);
+        let bytes = storage.read_segment(&seg.name, seg.header.size_bytes)?;
         scan.log.report.segments += 1;
         let salt = seg.header.salt;
         let max = opts.max_record_bytes;

@@ -212,3 +212,40 @@ fn the_log_can_move_to_its_owner_thread() {
     assert_send::<wal::Recovered>();
     assert_send::<Error>();
 }
+
+#[test]
+fn verify_summarises_a_healthy_log_without_changing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = small_options();
+    let (mut wal, _) = Wal::open(dir.path(), options.clone()).expect("open");
+    let expected = append_batches(&mut wal, 0, 400, 50);
+    drop(wal);
+    let listing = |dir: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(dir.path());
+    let summary = wal::inspect::verify_log(dir.path()).expect("verify");
+    assert_eq!(summary.records, 400);
+    assert_eq!(
+        summary.segments,
+        segment_count(dir.path()) - 1,
+        "all but the prepared one"
+    );
+    assert_eq!(summary.next_lsn, 401);
+    assert_eq!((summary.snapshots, summary.snapshot_lsn), (0, None));
+    assert_eq!((summary.torn_tail_bytes, summary.torn_tail_records), (0, 0));
+    let (snapshot, records) = wal::inspect::read_log(dir.path()).expect("read_log");
+    assert_eq!((snapshot, records), (None, expected));
+    assert!(before == listing(dir.path()), "inspection changed the log");
+}

@@ -117,3 +117,28 @@ fn a_full_disk_at_open_is_an_io_error() {
     let err = Wal::open_on(Arc::new(disk), options()).expect_err("no room");
     assert!(is_errno(&err, libc::ENOSPC), "{err}");
 }
+
+#[test]
+fn a_failed_sync_at_rotation_poisons_even_under_never() {
+    // Rotation syncs the full segment whatever the policy; its failure is a failed sync.
+    let disk = SimDisk::new();
+    let options = Options {
+        sync: wal::SyncPolicy::Never,
+        ..options()
+    };
+    let (mut wal, _) = Wal::open_on(Arc::new(disk.clone()), options).expect("open");
+    disk.set_faults(FaultPlan {
+        eio_after_syncs: Some(0),
+        ..FaultPlan::default()
+    });
+    let mut records = Vec::new();
+    let err = loop {
+        if let Err(e) = append(&mut wal, &mut records, 200) {
+            break e;
+        }
+        wal.commit().expect("commit under Never does not sync");
+    };
+    assert!(is_errno(&err, libc::EIO), "{err}");
+    assert_eq!(records.len(), 17, "one segment's worth went in");
+    assert!(matches!(wal.append(2, b"x"), Err(Error::Poisoned(_))));
+}

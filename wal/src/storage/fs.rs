@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::{out_of_range, MappedFile, Storage};
+use super::{out_of_range, FileBytes, MappedFile, Storage};
 
 /// Name of the lock file that keeps two processes from writing one log.
 const LOCK_FILE: &str = "LOCK";
@@ -148,6 +148,25 @@ impl Storage for FsStorage {
         let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.take(max_bytes).read_to_end(&mut out)?;
         Ok(out)
+    }
+
+    fn read_segment(&self, name: &str, max_bytes: u64) -> io::Result<FileBytes> {
+        if self.read_only {
+            // Without the lock, another process might truncate the file under a mapping
+            // (a SIGBUS); the operator tools copy instead.
+            return Ok(Box::new(self.read(name, max_bytes)?));
+        }
+        let file = File::open(self.dir.join(name))?;
+        let len = usize::try_from(file.metadata()?.len().min(max_bytes))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        if len == 0 {
+            return Ok(Box::new(Vec::new()));
+        }
+        // SAFETY: a read-only mapping of at most the file's current length. This process
+        // holds the directory lock and never truncates segments, so the file cannot shrink
+        // under the mapping while recovery reads it.
+        let map = unsafe { MmapOptions::new().len(len).map(&file)? };
+        Ok(Box::new(map))
     }
 
     fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {

@@ -15,6 +15,9 @@ mod sim;
 pub use fs::FsStorage;
 pub use sim::{FaultPlan, SimDisk};
 
+/// The bytes of a file read for recovery: a mapping or a copy.
+pub type FileBytes = Box<dyn std::ops::Deref<Target = [u8]> + Send>;
+
 /// A directory of files holding one log.
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Names of the files in the directory (no subdirectories), in any order.
@@ -22,6 +25,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Reads the first `max_bytes` (at most) of a file.
     fn read(&self, name: &str, max_bytes: u64) -> io::Result<Vec<u8>>;
+
+    /// Reads the first `max_bytes` (at most) of a segment for recovery. Real files are
+    /// mapped read-only rather than copied: recovery reads whole segments.
+    fn read_segment(&self, name: &str, max_bytes: u64) -> io::Result<FileBytes> {
+        Ok(Box::new(self.read(name, max_bytes)?))
+    }
 
     /// Durably creates (or replaces) `name`, `size_bytes` long, starting with `head` and
     /// zero after it: the space is allocated for real (never sparse), the file synced, then
