@@ -79,6 +79,9 @@ done
 [[ -n "$ADDR" ]] || { cat "$WORK/server.log"; echo "server never listened"; exit 1; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+# Anonymous (heap) and file-backed (the mapped WAL segments, reclaimable) parts of RSS.
+rss_anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$SERVER_PID/status"; }
+rss_file_kib() { awk '/^RssFile:/ {print $2}' "/proc/$SERVER_PID/status"; }
 stored_clicks() {
     curl -fsS -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/report?group_by=campaign" |
         sed -n 's/.*"totals":{[^}]*"clicks":\([0-9]*\).*/\1/p'
@@ -86,8 +89,8 @@ stored_clicks() {
 
 echo "soak: $BIN on $ADDR for ${DURATION_SECS}s at ${RATE}/s, seed $SEED, data $WORK/data"
 START_RSS=$(rss_kib)
-printf '%8s %12s %12s\n' "t_secs" "rss_kib" "clicks"
-printf '%8s %12s %12s\n' 0 "$START_RSS" 0
+printf '%8s %12s %12s %12s %12s\n' "t_secs" "rss_kib" "anon_kib" "file_kib" "clicks"
+printf '%8s %12s %12s %12s %12s\n' 0 "$START_RSS" "$(rss_anon_kib)" "$(rss_file_kib)" 0
 
 "$BIN" loadgen --target "http://$ADDR" --admin-token "$TOKEN" --rate "$RATE" \
     --duration "$DURATION_SECS" --concurrency "$CONCURRENCY" --seed "$SEED" \
@@ -104,7 +107,7 @@ while kill -0 "$LOADGEN_PID" 2>/dev/null; do
     kill -0 "$SERVER_PID" 2>/dev/null || { echo "server died"; tail -50 "$WORK/server.log"; exit 1; }
     RSS=$(rss_kib)
     CLICKS_NOW=$(stored_clicks || echo 0)
-    printf '%8s %12s %12s\n' "$ELAPSED" "$RSS" "$CLICKS_NOW"
+    printf '%8s %12s %12s %12s %12s\n' "$ELAPSED" "$RSS" "$(rss_anon_kib)" "$(rss_file_kib)" "$CLICKS_NOW"
     if [[ -z "$BASE_RSS" ]]; then BASE_RSS=$RSS; BASE_CLICKS=${CLICKS_NOW:-0}; fi
 done
 LOADGEN_STATUS=0

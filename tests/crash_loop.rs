@@ -1,7 +1,8 @@
 //! The kill -9 loop (issue 7, and issue 4's restart promise): the real `clicktrail` binary
 //! under concurrent clicks, ClickID posts, AFID posts, status changes and config changes,
 //! with a local postback sink; SIGKILL at a seeded random moment; restart on the same data
-//! directory, some rounds with a different shard count. After every restart:
+//! directory, some rounds with a different shard count (half of those first killed again
+//! in the middle of the reshard at start-up). After every restart:
 //!
 //! - every click answered 302 (or 200 with `R=0`) is there with the same values;
 //! - every conversion answered 200 is there with the same payout, revenue and click, in a
@@ -620,6 +621,38 @@ async fn verify(
     );
 }
 
+/// Starts the binary and SIGKILLs it as soon as it logs that it is re-routing records to
+/// a new shard count (or that it is listening, when the count did not change). Returns
+/// whether the kill landed during a reshard.
+fn kill_during_start(config_path: &Path) -> bool {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clicktrail"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn clicktrail");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("shard count changed") || line.contains("clicktrail listening") {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+    });
+    let seen = rx.recv_timeout(support::IO_TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = seen.expect("the interrupted start logged neither line in time");
+    line.contains("shard count changed")
+}
+
 fn spawn(config_path: &Path) -> Process {
     let path = config_path.to_str().expect("utf-8 path");
     tokio::task::block_in_place(|| Process::spawn(&["--config", path], &[]))
@@ -649,14 +682,24 @@ async fn kill_loop(seed: u64, rounds: usize) {
     let sink = Sink::start_flaky().await;
     let mut workers: Vec<Worker> = (0..WORKERS).map(|i| Worker::new(i, seed)).collect();
     let mut adopted = BTreeSet::new();
+    let mut killed_resharding = 0;
     let mut shards = 2;
 
     for round in 0..=rounds {
         // Some restarts change the shard count (SPEC 6: it may change between restarts).
-        if round > 0 && rng.random_bool(0.3) {
+        let reshard = round > 0 && rng.random_bool(0.3);
+        if reshard {
             shards = rng.random_range(1..=4);
         }
         std::fs::write(&config_path, config_text(&data, shards, sink.addr)).expect("config");
+        if reshard && rng.random_bool(0.5) {
+            // Killed while re-routing every record to the new shard count (or, if the
+            // count did not change, right after recovery): the next start must finish or
+            // redo the reshard and lose nothing.
+            if tokio::task::block_in_place(|| kill_during_start(&config_path)) {
+                killed_resharding += 1;
+            }
+        }
         let process = spawn(&config_path);
         let addr = process.addr;
         verify(addr, &mut workers, &mut adopted, round, &mut rng).await;
@@ -677,7 +720,7 @@ async fn kill_loop(seed: u64, rounds: usize) {
                 .filter(|k| k.starts_with("refused:"))
                 .count();
             eprintln!(
-                "{rounds} rounds: {total} acknowledged clicks, {} conversions, {} deliveries owed ({retried} first attempts refused by the sink)",
+                "{rounds} rounds ({killed_resharding} more kills during a reshard): {total} acknowledged clicks, {} conversions, {} deliveries owed ({retried} first attempts refused by the sink)",
                 workers.iter().map(|w| w.conversions.len()).sum::<usize>(),
                 owed.len()
             );
