@@ -24,6 +24,11 @@ enum Command {
         /// TOML configuration file (SPEC section 9); environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Start even if a log is corrupt before its tail, dropping the damaged records and
+        /// logging exactly what was dropped (without it, start-up stops and names the
+        /// segment and offset).
+        #[arg(long)]
+        repair: bool,
     },
     /// Drive a running clicktrail with a seeded, realistic mix and check what it recorded.
     Loadgen(loadgen::Args),
@@ -61,9 +66,10 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Command::Serve { config } => {
-            let config =
+        Command::Serve { config, repair } => {
+            let mut config =
                 server::Config::load(config.as_deref()).context("loading configuration")?;
+            config.storage.repair = repair;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

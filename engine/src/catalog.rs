@@ -377,8 +377,10 @@ impl ControlLog {
         storage: &crate::layout::StorageFactory,
         dir: &Path,
         catalog: &Catalog,
+        recovery: wal::RecoveryMode,
     ) -> Result<ControlLog, crate::Error> {
         let options = wal::Options {
+            recovery,
             segment_size_bytes: CONTROL_SEGMENT_BYTES,
             max_record_bytes: CONTROL_MAX_RECORD_BYTES,
             sync: wal::SyncPolicy::Always,
@@ -435,7 +437,10 @@ impl ControlLog {
                 log.wal.commit()?;
             }
         }
-        if recovered.records.len() > CONTROL_SNAPSHOT_AFTER_RECORDS {
+        // After a repair, the snapshot also makes it permanent (the damaged bytes stay on disk).
+        if recovered.records.len() > CONTROL_SNAPSHOT_AFTER_RECORDS
+            || !recovered.report.dropped.is_empty()
+        {
             log.snapshot(catalog)?;
         }
         Ok(log)

@@ -218,6 +218,11 @@ pub struct StorageConfig {
     /// Records a shard appends between snapshots. A snapshot bounds recovery time and lets
     /// old segments and expired clicks go.
     pub snapshot_every_records: u64,
+    /// Start-up only (`clicktrail serve --repair`, never from a file): recover past a
+    /// checksum failure by dropping the damaged records, logging exactly what was dropped,
+    /// instead of refusing to start.
+    #[serde(skip)]
+    pub repair: bool,
 }
 
 /// Smallest accepted `segment_size_bytes`: a segment must hold the largest record.
@@ -232,6 +237,7 @@ impl Default for StorageConfig {
             sync_interval_ms: 5,
             segment_size_bytes: 64 << 20,
             snapshot_every_records: 1_000_000,
+            repair: false,
         }
     }
 }

@@ -50,7 +50,18 @@ pub fn open_log(
     options: wal::Options,
 ) -> Result<(wal::Wal, wal::Recovered), crate::Error> {
     let files = storage(dir).map_err(|e| io_error(dir, e))?;
-    Ok(wal::Wal::open_on(files, options)?)
+    let (wal, recovered) = wal::Wal::open_on(files, options)?;
+    // Only a repair (lossy recovery) drops anything; say exactly what, once per range.
+    for (segment, offset, bytes) in &recovered.report.dropped {
+        tracing::warn!(
+            log = %dir.display(),
+            segment = %segment.display(),
+            offset,
+            bytes,
+            "repair dropped a damaged range of the log"
+        );
+    }
+    Ok((wal, recovered))
 }
 
 /// Most shards: route keys are 16 bits, and every shard costs a thread and a log.

@@ -168,7 +168,18 @@ fn wal_options(storage: &StorageConfig) -> wal::Options {
             )),
             SyncMode::Never => wal::SyncPolicy::Never,
         },
+        recovery: recovery_mode(storage),
         ..wal::Options::default()
+    }
+}
+
+/// Strict unless the operator asked to repair: then damaged records are dropped (and each
+/// dropped range logged by `layout::open_log`) instead of refusing to start.
+fn recovery_mode(storage: &StorageConfig) -> wal::RecoveryMode {
+    if storage.repair {
+        wal::RecoveryMode::Lossy
+    } else {
+        wal::RecoveryMode::Strict
     }
 }
 
@@ -320,8 +331,12 @@ impl Engine {
         let data_dir = storage.data_dir.clone();
         layout::ensure_data_dir(&data_dir)?;
         let catalog = Arc::new(Catalog::default());
-        let mut control =
-            ControlLog::open(&log_storage, &layout::control_dir(&data_dir), &catalog)?;
+        let mut control = ControlLog::open(
+            &log_storage,
+            &layout::control_dir(&data_dir),
+            &catalog,
+            recovery_mode(storage),
+        )?;
         control.seed(
             &catalog,
             &config.campaigns,

@@ -116,11 +116,18 @@ pub fn open_shard(
     options: &wal::Options,
     storage: &layout::StorageFactory,
 ) -> Result<(wal::Wal, ShardState, wal::RecoveryReport), crate::Error> {
-    let (wal, recovered) = layout::open_log(
+    let (mut wal, recovered) = layout::open_log(
         storage,
         &layout::shard_dir(data_dir, index),
         options.clone(),
     )?;
     let state = crate::shard::recover_state(&recovered)?;
+    if !recovered.report.dropped.is_empty() {
+        // The damaged bytes stay on disk; a snapshot of what survived makes the repair
+        // permanent, so the next strict start-up does not meet them again.
+        let data = codec::encode_shard_snapshot(&state.to_snapshot(0, |_, _| true));
+        let lsn = wal.next_lsn();
+        wal.write_snapshot(lsn, &data)?;
+    }
     Ok((wal, state, recovered.report))
 }
