@@ -384,7 +384,6 @@ impl ControlLog {
             segment_size_bytes: CONTROL_SEGMENT_BYTES,
             max_record_bytes: CONTROL_MAX_RECORD_BYTES,
             sync: wal::SyncPolicy::Always,
-            ..wal::Options::default()
         };
         let (wal, recovered) = crate::layout::open_log(storage, dir, options)?;
         let mut log = ControlLog {
