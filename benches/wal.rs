@@ -1,6 +1,6 @@
 //! WAL append throughput: 100-byte records under each sync policy, group commit under
 //! `Always` with batches of 1, 64 and 512 records, many producers feeding one owner, and
-//! recovery speed. Run: `cargo bench --bench wal_append`.
+//! recovery speed. Run: `cargo bench --bench wal`.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
