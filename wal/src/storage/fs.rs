@@ -116,14 +116,23 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     /// Chunk written per call: large enough for few syscalls, small enough to stay cheap.
     const CHUNK_BYTES: usize = 1 << 20;
+    /// Zeros flushed at a time: the preparing thread runs while the owner commits, and a
+    /// sync issued behind a whole 64 MiB segment of queued zeros would wait for all of it.
+    const FLUSH_EVERY_BYTES: u64 = 4 << 20;
     let zeros = vec![0u8; CHUNK_BYTES];
     let mut at = from;
+    let mut unflushed = 0u64;
     while at < to {
         let n = usize::try_from(to - at)
             .unwrap_or(CHUNK_BYTES)
             .min(CHUNK_BYTES);
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
+        unflushed += n as u64;
+        if unflushed >= FLUSH_EVERY_BYTES {
+            file.sync_data()?;
+            unflushed = 0;
+        }
     }
     Ok(())
 }
