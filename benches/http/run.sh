@@ -152,6 +152,12 @@ PIDS+=($!)
 CLICKTRAIL_PID=$!
 wait_ready "http://127.0.0.1:$BASELINE_PORT/"
 wait_ready "http://127.0.0.1:$CLICKTRAIL_PORT/healthz"
+# Another process answering on a port would be measured instead: both must still be ours.
+alive() { # pid name
+    kill -0 "$1" 2>/dev/null || die "$2 (pid $1) exited; is its port in use? its log: $(tail -n 5 "$WORK/$2.log")"
+}
+alive "$BASELINE_PID" baseline
+alive "$CLICKTRAIL_PID" clicktrail
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # pid -> utime + stime, in clock ticks (fields 14 and 15; comm may hold spaces)
@@ -212,11 +218,13 @@ TSV="$WORK/results.tsv"
 : >"$TSV"
 measure() { # round route target pid port
     local round=$1 route=$2 target=$3 pid=$4 port=$5 before after result syncs_before=0 syncs=0
+    alive "$pid" "$target"
     [ "$target" = clicktrail ] && syncs_before=$(wal_syncs)
     before=$(cpu_ticks "$pid")
     local switches_before
     switches_before=$(context_switches "$pid")
     result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
+    alive "$pid" "$target"
     after=$(cpu_ticks "$pid")
     local switches=$(($(context_switches "$pid") - switches_before))
     [ "$target" = clicktrail ] && syncs=$(($(wal_syncs) - syncs_before))
