@@ -111,6 +111,8 @@ pub type Reply<T> = oneshot::Sender<T>;
 
 pub enum Cmd {
     Click(Box<ClickDraft>, Reply<Result<bool, Unavailable>>),
+    /// Many clicks in one command (bulk ingestion); answers how many were recorded.
+    Clicks(Vec<ClickDraft>, Reply<Result<usize, Unavailable>>),
     /// Was this click (of this campaign) made since `since_ms`? (Cookie uniqueness across
     /// shards.)
     RecentClick {
@@ -458,6 +460,17 @@ impl ShardActor {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Cmd::Clicks(drafts, reply) => {
+                let mut recorded = 0;
+                for draft in drafts {
+                    if self.click(draft).is_ok() {
+                        recorded += 1;
+                    }
+                }
+                self.defer(reply, Ok(recorded), || {
+                    Err(Unavailable("commit failed".into()))
+                });
             }
             Cmd::RecentClick {
                 id,
