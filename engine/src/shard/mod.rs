@@ -224,9 +224,21 @@ pub fn recover_state(recovered: &wal::Recovered) -> Result<ShardState, crate::Er
         ),
         None => ShardState::default(),
     };
+    let clicks = recovered
+        .records
+        .iter()
+        .filter(|r| codec::is_shard_click(r.kind, &r.payload))
+        .count();
+    state.reserve_clicks(clicks);
     for r in &recovered.records {
-        let rec = codec::decode_shard_record(r.kind, &r.payload)
-            .map_err(|e| crate::Error::Config(format!("shard record {}: {e}", r.lsn)))?;
+        let fail =
+            |e: codec::DecodeError| crate::Error::Config(format!("shard record {}: {e}", r.lsn));
+        // Clicks, nearly all of a shard's records, are applied in place.
+        if let Some(click) = codec::decode_shard_click(r.kind, &r.payload).map_err(fail)? {
+            state.apply_click_ref(&click);
+            continue;
+        }
+        let rec = codec::decode_shard_record(r.kind, &r.payload).map_err(fail)?;
         state.apply(rec);
     }
     Ok(state)
