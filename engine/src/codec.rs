@@ -44,6 +44,25 @@ pub struct ClickRec {
     pub unique: bool,
 }
 
+/// A click record read in place from its payload: the strings borrow the log's bytes, so
+/// recovery interns a click's tail without allocating it (see [`decode_shard_click`]).
+/// Field for field the serde layout of [`ClickRec`].
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct ClickRecRef<'a> {
+    pub id: [u8; 16],
+    pub time_ms: u64,
+    pub campaign_id: u32,
+    pub affiliate_id: u32,
+    pub creative_id: Option<u32>,
+    #[serde(borrow)]
+    pub sub_ids: Vec<&'a str>,
+    #[serde(borrow)]
+    pub extras: Vec<(&'a str, &'a str)>,
+    pub ip: IpAddr,
+    pub fingerprint: u64,
+    pub unique: bool,
+}
+
 /// An impression as counted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImpressionRec {
@@ -377,6 +396,43 @@ pub fn decode_shard_record(kind: u8, payload: &[u8]) -> Result<ShardRecord, Deco
     }
 }
 
+/// [`ShardRecord::Click`]'s variant index as encoded (a varint: one byte).
+const CLICK_VARIANT_BYTE: u8 = 0;
+
+/// Whether a shard record is a click (by its first byte; not validated).
+pub fn is_shard_click(kind: u8, payload: &[u8]) -> bool {
+    kind == KIND_SHARD_V1 && payload.first() == Some(&CLICK_VARIANT_BYTE)
+}
+
+/// Recovery's fast path: a shard record that is a click, decoded in place (no string is
+/// copied); `Ok(None)` for any other record, which [`decode_shard_record`] then decodes.
+pub fn decode_shard_click(
+    kind: u8,
+    payload: &[u8],
+) -> Result<Option<ClickRecRef<'_>>, DecodeError> {
+    const WHAT: &str = "shard record";
+    match (kind, payload.split_first()) {
+        (KIND_SHARD_V1, Some((&CLICK_VARIANT_BYTE, rest))) => {
+            let config = config().with_limit::<RECORD_DECODE_LIMIT_BYTES>();
+            let (click, used) =
+                bincode::serde::borrow_decode_from_slice(rest, config).map_err(|e| {
+                    DecodeError {
+                        what: WHAT,
+                        reason: e.to_string(),
+                    }
+                })?;
+            if used != rest.len() {
+                return Err(DecodeError {
+                    what: WHAT,
+                    reason: format!("{} trailing bytes", rest.len() - used),
+                });
+            }
+            Ok(Some(click))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub fn encode_control_record(record: &ControlRecord) -> (u8, Vec<u8>) {
     let mut out = Vec::new();
     encode(record, &mut out);
@@ -526,6 +582,46 @@ mod tests {
         let mut longer = buf.clone();
         longer.push(0);
         assert!(decode_shard_record(kind, &longer).is_err());
+        // The in-place click decoder reads the same bytes as the owned one, refuses the
+        // same damage, and leaves other records to the owned decoder.
+        let ShardRecord::Click(owned) = &rec else {
+            unreachable!("built as a click")
+        };
+        let borrowed = decode_shard_click(kind, &buf)
+            .expect("decodes")
+            .expect("a click");
+        assert_eq!(
+            (
+                borrowed.id,
+                borrowed.time_ms,
+                borrowed.creative_id,
+                borrowed.ip
+            ),
+            (owned.id, owned.time_ms, owned.creative_id, owned.ip)
+        );
+        assert_eq!(
+            (borrowed.sub_ids.clone(), borrowed.extras.clone()),
+            (vec!["a"], vec![("k", "v")])
+        );
+        assert!(decode_shard_click(kind, &buf[..buf.len() - 1]).is_err());
+        assert!(decode_shard_click(kind, &longer).is_err());
+        assert!(decode_shard_click(99, &buf).expect("not ours").is_none());
+        let mut impression = Vec::new();
+        let kind = encode_shard_record(
+            &ShardRecord::Impression(ImpressionRec {
+                time_ms: 1,
+                campaign_id: 1,
+                affiliate_id: 1,
+                creative_id: None,
+                sid1: String::new(),
+                fingerprint: 1,
+                unique: true,
+            }),
+            &mut impression,
+        );
+        assert!(decode_shard_click(kind, &impression)
+            .expect("not a click")
+            .is_none());
         let ctl = ControlRecord::Put {
             kind: CatalogKind::Campaign,
             id: 1,

@@ -111,6 +111,8 @@ pub type Reply<T> = oneshot::Sender<T>;
 
 pub enum Cmd {
     Click(Box<ClickDraft>, Reply<Result<bool, Unavailable>>),
+    /// Many clicks in one command (bulk ingestion); answers how many were recorded.
+    Clicks(Vec<ClickDraft>, Reply<Result<usize, Unavailable>>),
     /// Was this click (of this campaign) made since `since_ms`? (Cookie uniqueness across
     /// shards.)
     RecentClick {
@@ -222,9 +224,21 @@ pub fn recover_state(recovered: &wal::Recovered) -> Result<ShardState, crate::Er
         ),
         None => ShardState::default(),
     };
+    let clicks = recovered
+        .records
+        .iter()
+        .filter(|r| codec::is_shard_click(r.kind, &r.payload))
+        .count();
+    state.reserve_clicks(clicks);
     for r in &recovered.records {
-        let rec = codec::decode_shard_record(r.kind, &r.payload)
-            .map_err(|e| crate::Error::Config(format!("shard record {}: {e}", r.lsn)))?;
+        let fail =
+            |e: codec::DecodeError| crate::Error::Config(format!("shard record {}: {e}", r.lsn));
+        // Clicks, nearly all of a shard's records, are applied in place.
+        if let Some(click) = codec::decode_shard_click(r.kind, &r.payload).map_err(fail)? {
+            state.apply_click_ref(&click);
+            continue;
+        }
+        let rec = codec::decode_shard_record(r.kind, &r.payload).map_err(fail)?;
         state.apply(rec);
     }
     Ok(state)
@@ -458,6 +472,17 @@ impl ShardActor {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Cmd::Clicks(drafts, reply) => {
+                let mut recorded = 0;
+                for draft in drafts {
+                    if self.click(draft).is_ok() {
+                        recorded += 1;
+                    }
+                }
+                self.defer(reply, Ok(recorded), || {
+                    Err(Unavailable("commit failed".into()))
+                });
             }
             Cmd::RecentClick {
                 id,

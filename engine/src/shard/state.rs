@@ -7,8 +7,8 @@
 
 use crate::api::DeliveryState;
 use crate::codec::{
-    AttemptRec, ClickRec, ClickSnap, ConversionRec, CountersRec, DeliveryRec, ImpressionRec,
-    ShardRecord, ShardSnapshot, StatKeyRec, Tail,
+    AttemptRec, ClickRec, ClickRecRef, ClickSnap, ConversionRec, CountersRec, DeliveryRec,
+    ImpressionRec, ShardRecord, ShardSnapshot, StatKeyRec, Tail,
 };
 use crate::config::ConversionStatus;
 use crate::ids::Id;
@@ -57,25 +57,77 @@ fn fp_hash(fingerprint: u64, campaign_id: u32) -> u64 {
     fingerprint ^ u64::from(campaign_id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Interns values per shard, so repeated sub IDs, extras and sid1s are stored once.
-#[derive(Default)]
-struct Interner<T: std::hash::Hash + Eq> {
-    index: HashMap<Arc<T>, u32>,
-    items: Vec<Arc<T>>,
+/// The maps on the click path (interners, counters, impressions) hash with hashbrown's
+/// default hasher (foldhash, seeded per process) rather than SipHash: their keys are short
+/// and hashed on every click and every replayed record.
+type FastMap<K, V> = hashbrown::HashMap<K, V>;
+
+/// A click's tail borrowed from a request or a log record: looked up in a [`TailInterner`]
+/// without building the owned [`Tail`].
+#[derive(Clone, Copy)]
+pub struct TailRef<'a> {
+    pub sub_ids: &'a [&'a str],
+    pub extras: &'a [(&'a str, &'a str)],
 }
 
-impl<T: std::hash::Hash + Eq> Interner<T> {
-    fn intern(&mut self, value: T) -> u32 {
+impl std::hash::Hash for TailRef<'_> {
+    /// Hashes exactly as the owned [`Tail`] does (a slice and a `Vec` both hash their
+    /// length, then each item; `&str` and `String` hash as `str`), so either finds the other.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.sub_ids, self.extras).hash(state)
+    }
+}
+
+impl hashbrown::Equivalent<Arc<Tail>> for TailRef<'_> {
+    fn equivalent(&self, key: &Arc<Tail>) -> bool {
+        let (subs, extras) = key.as_ref();
+        subs.len() == self.sub_ids.len()
+            && extras.len() == self.extras.len()
+            && subs.iter().zip(self.sub_ids).all(|(a, b)| a == b)
+            && extras
+                .iter()
+                .zip(self.extras)
+                .all(|((k, v), (bk, bv))| k == bk && v == bv)
+    }
+}
+
+/// Interns click tails per shard, so repeated sub IDs and extras are stored once.
+#[derive(Default)]
+struct TailInterner {
+    index: FastMap<Arc<Tail>, u32>,
+    items: Vec<Arc<Tail>>,
+}
+
+impl TailInterner {
+    fn intern(&mut self, value: Tail) -> u32 {
         if let Some(&i) = self.index.get(&value) {
             return i;
         }
+        self.insert(value)
+    }
+    /// Interns a borrowed tail; a hit (the common case) allocates nothing.
+    fn intern_ref(&mut self, value: TailRef<'_>) -> u32 {
+        if let Some(&i) = self.index.get(&value) {
+            return i;
+        }
+        let owned: Tail = (
+            value.sub_ids.iter().map(|s| s.to_string()).collect(),
+            value
+                .extras
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self.insert(owned)
+    }
+    fn insert(&mut self, value: Tail) -> u32 {
         let i = self.items.len() as u32;
         let value = Arc::new(value);
         self.items.push(Arc::clone(&value));
         self.index.insert(value, i);
         i
     }
-    fn get(&self, i: u32) -> Option<&T> {
+    fn get(&self, i: u32) -> Option<&Tail> {
         self.items.get(i as usize).map(|a| a.as_ref())
     }
 }
@@ -83,7 +135,7 @@ impl<T: std::hash::Hash + Eq> Interner<T> {
 /// Interns strings, looked up by `&str` so a hit allocates nothing (the click hot path).
 #[derive(Default)]
 struct StrInterner {
-    index: HashMap<Arc<str>, u32>,
+    index: FastMap<Arc<str>, u32>,
     items: Vec<Arc<str>>,
 }
 
@@ -122,15 +174,15 @@ pub struct ShardState {
     /// Latest click per (fingerprint, campaign).
     by_fingerprint: HashTable<u32>,
     ipv6: HashMap<u32, Ipv6Addr>,
-    tails: Interner<Tail>,
+    tails: TailInterner,
     sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
-    impressions: HashMap<(u64, u32), u64>,
+    impressions: FastMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
     conversion_index: HashMap<Id, u32>,
     /// Conversions of each click (indexes into `conversions`).
     click_conversions: HashMap<Id, Vec<u32>>,
-    counters: HashMap<StatKey, CountersRec>,
+    counters: FastMap<StatKey, CountersRec>,
     /// Deliveries per state (pending, delivered, failed), for metrics.
     delivery_states: [u64; 3],
 }
@@ -387,6 +439,49 @@ impl ShardState {
         });
     }
 
+    /// Applies a click read in place from the log (recovery): the same change as
+    /// [`ShardState::apply_click`] without copying its strings.
+    pub fn apply_click_ref(&mut self, c: &ClickRecRef<'_>) {
+        let sid1 = c.sub_ids.first().copied().unwrap_or("");
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self.sid1s.intern(sid1),
+        };
+        let counters = self.counters.entry(key).or_default();
+        counters.clicks += 1;
+        counters.unique_clicks += u64::from(c.unique);
+        let tail = self.tails.intern_ref(TailRef {
+            sub_ids: &c.sub_ids,
+            extras: &c.extras,
+        });
+        self.push_click(ClickSnap {
+            id: c.id,
+            time_ms: c.time_ms,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            tail,
+            ip: c.ip,
+            fingerprint: c.fingerprint,
+            unique: c.unique,
+        });
+    }
+
+    /// Makes room for `clicks` more clicks in the click indexes (recovery knows how many
+    /// it will replay), so they are not rehashed as they grow.
+    pub fn reserve_clicks(&mut self, clicks: usize) {
+        let chunks = &self.chunks;
+        let get = |i: u32| chunks[i as usize / CHUNK_CLICKS][i as usize % CHUNK_CLICKS];
+        self.by_id.reserve(clicks, |&i| get(i).id.hash64());
+        self.by_fingerprint.reserve(clicks, |&i| {
+            let c = get(i);
+            fp_hash(c.fingerprint, c.campaign_id)
+        });
+    }
+
     pub fn apply_impression(&mut self, i: &ImpressionRec) {
         let counters = self.counters_mut(
             i.time_ms,
@@ -527,7 +622,7 @@ impl ShardState {
         keep_clicks_since_ms: u64,
         keep_impression: impl Fn(u32, u64) -> bool,
     ) -> ShardSnapshot {
-        let mut tails: Interner<Tail> = Interner::default();
+        let mut tails = TailInterner::default();
         let mut clicks = Vec::with_capacity(self.click_count);
         for (i, c) in self.clicks().enumerate() {
             if c.time_ms < keep_clicks_since_ms {
@@ -621,5 +716,55 @@ impl ShardState {
             .map(|c| c.capacity() * std::mem::size_of::<ClickCore>())
             .sum();
         chunks + self.by_id.allocation_size() + self.by_fingerprint.allocation_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A borrowed tail finds the owned one it equals (same hash, same equality), and only
+    /// that one: recovery's in-place path must intern exactly as the live path does.
+    #[test]
+    fn borrowed_tails_intern_like_owned_ones() {
+        let mut tails = TailInterner::default();
+        let owned = |subs: &[&str], extras: &[(&str, &str)]| -> Tail {
+            (
+                subs.iter().map(|s| s.to_string()).collect(),
+                extras
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let cases: &[(&[&str], &[(&str, &str)])] = &[
+            (&[], &[]),
+            (&["a"], &[]),
+            (&["a", "b"], &[]),
+            (&["ab"], &[]),
+            (&["a"], &[("k", "v")]),
+            (&[], &[("k", "v"), ("k2", "")]),
+        ];
+        let indexes: Vec<u32> = cases
+            .iter()
+            .map(|(s, e)| tails.intern(owned(s, e)))
+            .collect();
+        for ((subs, extras), &want) in cases.iter().zip(&indexes) {
+            let got = tails.intern_ref(TailRef {
+                sub_ids: subs,
+                extras,
+            });
+            assert_eq!(got, want, "{subs:?} {extras:?}");
+        }
+        let new = tails.intern_ref(TailRef {
+            sub_ids: &["b", "a"],
+            extras: &[],
+        });
+        assert_eq!(new as usize, cases.len(), "a new tail gets a new index");
+        assert_eq!(
+            tails.get(new),
+            Some(&owned(&["b", "a"], &[])),
+            "stored owned"
+        );
     }
 }
