@@ -20,24 +20,18 @@ fn logs(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, crate::Error> {
         out.push(("control".to_string(), control));
     }
     for base in [data_dir.to_path_buf(), crate::layout::staging_dir(data_dir)] {
-        let Ok(entries) = std::fs::read_dir(&base) else {
+        let Ok(entries) = wal::dirs::subdirs(&base) else {
             continue;
         };
         let mut shards: Vec<(String, PathBuf)> = entries
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("shard-"))
-            })
-            .filter(|e| wal::inspect::is_log_dir(&e.path()))
-            .map(|e| {
-                let rel = e
-                    .path()
+            .into_iter()
+            .filter(|(name, path)| name.starts_with("shard-") && wal::inspect::is_log_dir(path))
+            .map(|(_, path)| {
+                let rel = path
                     .strip_prefix(data_dir)
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                (rel, e.path())
+                (rel, path)
             })
             .collect();
         shards.sort();

@@ -6,8 +6,8 @@
 //! data_dir/reshard-staging/  new shards being built during a shard-count change
 //! ```
 //!
-//! This module is the one place where the engine manages directories itself (create,
-//! list, rename, remove); every byte inside them goes through `wal`.
+//! This module decides which directories exist; it creates, lists, renames and removes
+//! them through `wal::dirs`, and every byte inside them goes through `wal` too.
 //!
 //! Resharding, when the configured count differs from the shard directories on disk:
 //! 1. Remove any leftover staging directory: a reshard that never reached its commit
@@ -92,28 +92,18 @@ fn io_error(path: &Path, source: io::Error) -> crate::Error {
 
 /// Creates the data directory if needed.
 pub fn ensure_data_dir(data_dir: &Path) -> Result<(), crate::Error> {
-    std::fs::create_dir_all(data_dir).map_err(|e| io_error(data_dir, e))
+    wal::dirs::create_all(data_dir).map_err(|e| io_error(data_dir, e))
 }
 
 /// The indexes of the `shard-NNN` directories directly in `dir`, sorted.
 fn shard_indexes(dir: &Path) -> Result<Vec<usize>, crate::Error> {
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_error(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for (name, _) in wal::dirs::subdirs(dir).map_err(|e| io_error(dir, e))? {
         if let Some(n) = name
             .strip_prefix("shard-")
             .and_then(|n| n.parse::<usize>().ok())
         {
-            if entry.path().is_dir() {
-                out.push(n);
-            }
+            out.push(n);
         }
     }
     out.sort_unstable();
@@ -137,35 +127,25 @@ pub fn existing_shards(data_dir: &Path) -> Result<usize, crate::Error> {
 /// Removes a staging directory left by a reshard that never committed.
 pub fn clear_staging(data_dir: &Path) -> Result<(), crate::Error> {
     let staging = staging_dir(data_dir);
-    match std::fs::remove_dir_all(&staging) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error(&staging, e)),
-    }
+    wal::dirs::remove_all(&staging).map_err(|e| io_error(&staging, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), crate::Error> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_error(dir, e))
+    wal::dirs::sync(dir).map_err(|e| io_error(dir, e))
 }
 
 /// Step 4 of the protocol: moves the staged shards into place. Idempotent.
 pub fn finish_reshard(data_dir: &Path, shards: usize) -> Result<(), crate::Error> {
     for i in shard_indexes(&staging_dir(data_dir))? {
         let top = shard_dir(data_dir, i);
-        match std::fs::remove_dir_all(&top) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&top, e)),
-        }
+        wal::dirs::remove_all(&top).map_err(|e| io_error(&top, e))?;
         let staged = staged_shard_dir(data_dir, i);
-        std::fs::rename(&staged, &top).map_err(|e| io_error(&staged, e))?;
+        wal::dirs::rename(&staged, &top).map_err(|e| io_error(&staged, e))?;
     }
     for i in shard_indexes(data_dir)? {
         if i >= shards {
             let old = shard_dir(data_dir, i);
-            std::fs::remove_dir_all(&old).map_err(|e| io_error(&old, e))?;
+            wal::dirs::remove_all(&old).map_err(|e| io_error(&old, e))?;
         }
     }
     sync_dir(data_dir)?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod clock;
+pub mod dirs;
 pub mod inspect;
 mod record;
 mod recovery;
