@@ -737,7 +737,8 @@ mod tests {
                     .collect(),
             )
         };
-        let cases: &[(&[&str], &[(&str, &str)])] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (&[], &[]),
             (&["a"], &[]),
             (&["a", "b"], &[]),
