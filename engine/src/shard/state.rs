@@ -414,60 +414,63 @@ impl ShardState {
     }
 
     pub fn apply_click(&mut self, c: ClickRec) {
-        let sid1 = c.sub_ids.first().map_or("", |s| s.as_str());
-        let key = StatKey {
-            day: (c.time_ms / MS_PER_DAY) as u32,
-            campaign_id: c.campaign_id,
-            affiliate_id: c.affiliate_id,
-            creative_id: c.creative_id,
-            sid1: self.sid1s.intern(sid1),
-        };
-        let counters = self.counters.entry(key).or_default();
-        counters.clicks += 1;
-        counters.unique_clicks += u64::from(c.unique);
+        let sid1 = self
+            .sid1s
+            .intern(c.sub_ids.first().map_or("", |s| s.as_str()));
         let tail = self.tails.intern((c.sub_ids, c.extras));
-        self.push_click(ClickSnap {
-            id: c.id,
-            time_ms: c.time_ms,
-            campaign_id: c.campaign_id,
-            affiliate_id: c.affiliate_id,
-            creative_id: c.creative_id,
-            tail,
-            ip: c.ip,
-            fingerprint: c.fingerprint,
-            unique: c.unique,
-        });
+        self.count_and_push(
+            ClickSnap {
+                id: c.id,
+                time_ms: c.time_ms,
+                campaign_id: c.campaign_id,
+                affiliate_id: c.affiliate_id,
+                creative_id: c.creative_id,
+                tail,
+                ip: c.ip,
+                fingerprint: c.fingerprint,
+                unique: c.unique,
+            },
+            sid1,
+        );
     }
 
     /// Applies a click read in place from the log (recovery): the same change as
     /// [`ShardState::apply_click`] without copying its strings.
     pub fn apply_click_ref(&mut self, c: &ClickRecRef<'_>) {
-        let sid1 = c.sub_ids.first().copied().unwrap_or("");
-        let key = StatKey {
-            day: (c.time_ms / MS_PER_DAY) as u32,
-            campaign_id: c.campaign_id,
-            affiliate_id: c.affiliate_id,
-            creative_id: c.creative_id,
-            sid1: self.sid1s.intern(sid1),
-        };
-        let counters = self.counters.entry(key).or_default();
-        counters.clicks += 1;
-        counters.unique_clicks += u64::from(c.unique);
+        let sid1 = self.sid1s.intern(c.sub_ids.first().copied().unwrap_or(""));
         let tail = self.tails.intern_ref(TailRef {
             sub_ids: &c.sub_ids,
             extras: &c.extras,
         });
-        self.push_click(ClickSnap {
-            id: c.id,
-            time_ms: c.time_ms,
-            campaign_id: c.campaign_id,
-            affiliate_id: c.affiliate_id,
-            creative_id: c.creative_id,
-            tail,
-            ip: c.ip,
-            fingerprint: c.fingerprint,
-            unique: c.unique,
-        });
+        self.count_and_push(
+            ClickSnap {
+                id: c.id,
+                time_ms: c.time_ms,
+                campaign_id: c.campaign_id,
+                affiliate_id: c.affiliate_id,
+                creative_id: c.creative_id,
+                tail,
+                ip: c.ip,
+                fingerprint: c.fingerprint,
+                unique: c.unique,
+            },
+            sid1,
+        );
+    }
+
+    /// Counts a click (its strings already interned) and stores it.
+    fn count_and_push(&mut self, click: ClickSnap, sid1: u32) {
+        let key = StatKey {
+            day: (click.time_ms / MS_PER_DAY) as u32,
+            campaign_id: click.campaign_id,
+            affiliate_id: click.affiliate_id,
+            creative_id: click.creative_id,
+            sid1,
+        };
+        let counters = self.counters.entry(key).or_default();
+        counters.clicks += 1;
+        counters.unique_clicks += u64::from(click.unique);
+        self.push_click(click);
     }
 
     /// Makes room for `clicks` more clicks in the click indexes (recovery knows how many
