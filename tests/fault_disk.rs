@@ -12,13 +12,12 @@ mod support;
 
 use engine::layout::StorageFactory;
 use engine::{Engine, SyncMode};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use support::{config, metric, request, Reply, ADMIN_TOKEN, AFF, C_PLAIN};
 use tokio::sync::oneshot;
-use wal::storage::{FaultPlan, SimDisk, Storage};
+use wal::storage::FaultPlan;
 
 /// Clicks sent at most while waiting for a full disk to bite: a shard's preallocated
 /// segment (2 MiB) holds a few hundred of the ~5 KiB clicks below, and there are two.
@@ -53,37 +52,7 @@ impl Capture {
 }
 
 /// One simulated disk per log directory.
-#[derive(Clone, Default)]
-struct Disks(Arc<Mutex<HashMap<PathBuf, SimDisk>>>);
-
-impl Disks {
-    fn factory(&self) -> StorageFactory {
-        let disks = self.clone();
-        Arc::new(move |dir: &Path| {
-            let mut map = disks.0.lock().expect("disks");
-            let disk = map.entry(dir.to_path_buf()).or_default().clone();
-            Ok(Arc::new(disk) as Arc<dyn Storage>)
-        })
-    }
-
-    fn set_faults(&self, plan: FaultPlan) {
-        for disk in self.0.lock().expect("disks").values() {
-            disk.set_faults(plan.clone());
-        }
-    }
-
-    /// Every disk as a power loss would leave it (and with no faults planned).
-    fn crashed(&self, seed: u64) -> Disks {
-        let map = self
-            .0
-            .lock()
-            .expect("disks")
-            .iter()
-            .map(|(k, d)| (k.clone(), d.crash(seed)))
-            .collect();
-        Disks(Arc::new(Mutex::new(map)))
-    }
-}
+type Disks = engine::layout::SimulatedDisks;
 
 struct Running {
     addr: std::net::SocketAddr,

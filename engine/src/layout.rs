@@ -64,6 +64,49 @@ pub fn open_log(
     Ok((wal, recovered))
 }
 
+/// Logs on simulated disks, one per log directory: for tests that inject faults or cut
+/// the power under a whole engine (`Engine::open_on(.., disks.factory())`).
+#[derive(Clone, Default)]
+pub struct SimulatedDisks(
+    Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, wal::storage::SimDisk>>>,
+);
+
+impl SimulatedDisks {
+    fn disks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, wal::storage::SimDisk>> {
+        // A panic while holding the lock only happens in a failing test; keep its data.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn factory(&self) -> StorageFactory {
+        let disks = self.clone();
+        Arc::new(move |dir: &Path| {
+            let disk = disks.disks().entry(dir.to_path_buf()).or_default().clone();
+            Ok(Arc::new(disk) as Arc<dyn wal::storage::Storage>)
+        })
+    }
+
+    /// Plans the same faults on every disk opened so far.
+    pub fn set_faults(&self, plan: wal::storage::FaultPlan) {
+        for disk in self.disks().values() {
+            disk.set_faults(plan.clone());
+        }
+    }
+
+    /// Every disk as a power loss would leave it (and with no faults planned).
+    pub fn crashed(&self, seed: u64) -> SimulatedDisks {
+        let map = self
+            .disks()
+            .iter()
+            .map(|(k, d)| (k.clone(), d.crash(seed)))
+            .collect();
+        SimulatedDisks(Arc::new(std::sync::Mutex::new(map)))
+    }
+}
+
 /// Most shards: route keys are 16 bits, and every shard costs a thread and a log.
 pub const MAX_SHARDS: usize = 1024;
 

@@ -5,45 +5,12 @@
 mod common;
 
 use common::*;
-use engine::layout::StorageFactory;
 use engine::*;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use wal::storage::{FaultPlan, SimDisk, Storage};
+use std::sync::Arc;
+use wal::storage::FaultPlan;
 
 /// One simulated disk per log directory.
-#[derive(Clone, Default)]
-struct Disks(Arc<Mutex<HashMap<PathBuf, SimDisk>>>);
-
-impl Disks {
-    fn factory(&self) -> StorageFactory {
-        let disks = self.clone();
-        Arc::new(move |dir: &Path| {
-            let mut map = disks.0.lock().expect("disks");
-            let disk = map.entry(dir.to_path_buf()).or_default().clone();
-            Ok(Arc::new(disk) as Arc<dyn Storage>)
-        })
-    }
-
-    fn set_faults(&self, plan: FaultPlan) {
-        for disk in self.0.lock().expect("disks").values() {
-            disk.set_faults(plan.clone());
-        }
-    }
-
-    /// Every disk as a power loss would leave it.
-    fn crashed(&self, seed: u64) -> Disks {
-        let map = self
-            .0
-            .lock()
-            .expect("disks")
-            .iter()
-            .map(|(k, d)| (k.clone(), d.crash(seed)))
-            .collect();
-        Disks(Arc::new(Mutex::new(map)))
-    }
-}
+type Disks = engine::layout::SimulatedDisks;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_log_degrades_and_never_pretends() {
