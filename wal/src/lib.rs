@@ -25,6 +25,7 @@ pub mod storage;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use writer::PendingSync;
 
 /// Log sequence number: every appended record gets the next one, starting at 1.
 pub type Lsn = u64;
@@ -144,7 +145,7 @@ pub struct WalStats {
 }
 
 /// The log of one owner (one shard). Single writer: the owner appends a batch, then
-/// calls `commit()` once.
+/// calls `commit()` once, or hands the sync to another thread with `begin_sync()`.
 pub struct Wal {
     inner: writer::Writer,
 }
@@ -199,6 +200,21 @@ impl Wal {
     /// Makes every appended record durable now, whatever the policy (shutdown).
     pub fn sync(&mut self) -> Result<(), Error> {
         self.inner.sync()
+    }
+
+    /// Group commit off the owner's thread: takes everything appended and not yet synced
+    /// as a [`PendingSync`] that another thread runs while the owner keeps appending.
+    /// When its `run()` returns `Ok(lsn)`, every record up to `lsn` is durable; when it
+    /// fails, the log is poisoned as after a failed `commit()`. `None` when nothing is
+    /// waiting. Rotation and `sync()` still sync synchronously, covering any range handed
+    /// out whose sync is not known to be complete.
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, Error> {
+        self.inner.begin_sync()
+    }
+
+    /// The highest LSN known durable (covered by a completed sync).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.durable_lsn()
     }
 
     /// Under `Interval`, how long until an idle owner should call `commit()`; `None` under

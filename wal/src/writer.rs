@@ -2,7 +2,8 @@
 //! commit), rotates to a segment prepared ahead, and writes snapshots.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use crate::segment::{
     self, SegmentHeader, HEADER_PAGE_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES,
 };
 use crate::snapshot::{self, KEEP_SNAPSHOTS};
-use crate::storage::{MappedFile, Storage};
+use crate::storage::{MappedFile, RangeSync, Storage};
 use crate::{Error, Lsn, Options, Recovered, SyncPolicy, WalStats};
 
 /// Zeros used to clear a torn tail, a page at a time.
@@ -35,6 +36,113 @@ enum Prepared {
     Ready(PreparedSegment),
 }
 
+/// What the writer shares with syncs running on other threads ([`PendingSync`]): the
+/// durable watermark, the poison, and the sync counters.
+#[derive(Default)]
+struct SyncShared {
+    /// Highest LSN covered by a completed sync; stamped into each record header.
+    durable_lsn: AtomicU64,
+    /// Set (with `poison_reason`) when a sync failed: nothing more may be appended.
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    syncs: AtomicU64,
+    last_sync_batch_records: AtomicU64,
+}
+
+impl SyncShared {
+    fn check(&self) -> Result<(), Error> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let reason = self
+            .poison_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Err(Error::Poisoned(reason))
+    }
+
+    /// The first failure wins: later ones are consequences.
+    fn poison(&self, reason: String) {
+        let mut slot = self.poison_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn synced(&self, upto: Lsn, records: u64) {
+        self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.last_sync_batch_records
+            .store(records, Ordering::Relaxed);
+    }
+}
+
+/// A sync taken out of the log by [`crate::Wal::begin_sync`], to run on another thread
+/// while the owner goes on appending: group commit without holding the owner up for the
+/// sync's duration.
+///
+/// Each covers only what was appended since the one taken before it: run them in the
+/// order they were taken (one syncer thread), or fold later ones into an earlier one
+/// with [`PendingSync::absorb`].
+#[must_use = "the records it covers are not durable until it runs"]
+pub struct PendingSync {
+    target: Arc<dyn RangeSync>,
+    from: usize,
+    to: usize,
+    upto: Lsn,
+    records: u64,
+    segment: String,
+    shared: Arc<SyncShared>,
+}
+
+impl std::fmt::Debug for PendingSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSync")
+            .field("upto", &self.upto)
+            .field("bytes", &(self.to - self.from))
+            .finish()
+    }
+}
+
+impl PendingSync {
+    /// The highest LSN this sync makes durable.
+    pub fn upto(&self) -> Lsn {
+        self.upto
+    }
+
+    /// Folds a later pending sync into this one, so one sync covers both. The later one
+    /// is in the same segment or, after a rotation, in a newer one (rotation syncs the
+    /// whole old segment itself, so only the newer range is left to sync).
+    pub fn absorb(&mut self, later: PendingSync) {
+        if self.segment == later.segment {
+            self.from = self.from.min(later.from);
+            self.to = self.to.max(later.to);
+            self.upto = self.upto.max(later.upto);
+            self.records += later.records;
+        } else {
+            let records = self.records + later.records;
+            *self = later;
+            self.records = records;
+        }
+    }
+
+    /// Syncs; returns the LSN now durable. A failure poisons the log, as
+    /// [`crate::Wal::commit`] does.
+    pub fn run(self) -> Result<Lsn, Error> {
+        self.shared.check()?;
+        if let Err(e) = self.target.sync_range(self.from, self.to - self.from) {
+            self.shared
+                .poison(format!("sync of {} failed: {e}", self.segment));
+            return Err(Error::Io(e));
+        }
+        self.shared.synced(self.upto, self.records);
+        Ok(self.upto)
+    }
+}
+
 pub(crate) struct Writer {
     storage: Arc<dyn Storage>,
     options: Options,
@@ -46,18 +154,18 @@ pub(crate) struct Writer {
     pos: usize,
     /// Unsynced byte range of the active segment.
     dirty: Option<(usize, usize)>,
+    /// The range of the active segment handed to [`PendingSync`]s since the last
+    /// synchronous sync: that sync covers it too.
+    in_flight: Option<(usize, usize)>,
     /// Segments in use, in order; the last is the active one.
     segments: Vec<SegmentMeta>,
     prepared: Prepared,
     next_seq: u64,
     next_lsn: Lsn,
-    /// Highest LSN covered by a completed sync; stamped into each record header.
-    synced_lsn: Lsn,
+    sync_shared: Arc<SyncShared>,
     unsynced_records: u64,
     /// When the oldest unsynced record was appended (the `Interval` deadline runs from it).
     oldest_unsynced_at: Option<Instant>,
-    /// Why the log refuses writes, after a failed sync.
-    poisoned: Option<String>,
     stats: WalStats,
     /// LSNs of the snapshot files on disk, ascending.
     snapshot_files: Vec<Lsn>,
@@ -119,6 +227,7 @@ impl Writer {
             salt: 0,
             pos: HEADER_PAGE_BYTES,
             dirty: None,
+            in_flight: None,
             segments: scan.segments,
             prepared: match scan.reusable {
                 Some((name, header)) => Prepared::Ready(PreparedSegment {
@@ -131,10 +240,12 @@ impl Writer {
             },
             next_seq: scan.next_seq,
             next_lsn: scan.next_lsn,
-            synced_lsn: scan.next_lsn.saturating_sub(1),
+            sync_shared: Arc::new(SyncShared {
+                durable_lsn: AtomicU64::new(scan.next_lsn.saturating_sub(1)),
+                ..SyncShared::default()
+            }),
             unsynced_records: 0,
             oldest_unsynced_at: None,
-            poisoned: None,
             stats: WalStats::default(),
             snapshot_files: scan.snapshot_files,
             clock: Arc::new(SystemClock),
@@ -180,10 +291,11 @@ impl Writer {
     }
 
     fn check_poisoned(&self) -> Result<(), Error> {
-        match &self.poisoned {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
-            None => Ok(()),
-        }
+        self.sync_shared.check()
+    }
+
+    pub(crate) fn durable_lsn(&self) -> Lsn {
+        self.sync_shared.durable_lsn.load(Ordering::Acquire)
     }
 
     /// Appends one record: two copies into the mapping and two checksums, no allocation.
@@ -200,7 +312,7 @@ impl Writer {
             self.rotate()?;
         }
         let lsn = self.next_lsn;
-        let header = record::encode_header(self.salt, lsn, kind, payload, self.synced_lsn);
+        let header = record::encode_header(self.salt, lsn, kind, payload, self.durable_lsn());
         self.file.write_at(self.pos, &header)?;
         self.file.write_at(self.pos + HEADER_BYTES, payload)?;
         let start = self.pos;
@@ -236,25 +348,63 @@ impl Writer {
     /// retry could report success for data that is gone.
     pub(crate) fn sync(&mut self) -> Result<(), Error> {
         self.check_poisoned()?;
-        let Some((from, to)) = self.dirty else {
+        let mut range = self.dirty;
+        // A range handed out may not be synced yet (its sync may not even have started):
+        // cover it again, so what this sync reports durable really is. (It may also be
+        // the segment header, which covers no record, so the LSN cannot tell.)
+        if let Some((from, to)) = self.in_flight.take() {
+            range = Some(match range {
+                Some((f, t)) => (f.min(from), t.max(to)),
+                None => (from, to),
+            });
+        }
+        let Some((from, to)) = range else {
             return Ok(());
         };
         if let Err(e) = self.file.sync_range(from, to - from) {
-            let segment = self
-                .segments
-                .last()
-                .map(|s| self.storage.path(&s.name).display().to_string())
-                .unwrap_or_default();
-            self.poisoned = Some(format!("sync of {segment} failed: {e}"));
+            self.sync_shared
+                .poison(format!("sync of {} failed: {e}", self.active_path()));
             return Err(Error::Io(e));
         }
         self.dirty = None;
-        self.synced_lsn = self.next_lsn - 1;
-        self.stats.syncs += 1;
-        self.stats.last_sync_batch_records = self.unsynced_records;
+        self.sync_shared
+            .synced(self.next_lsn - 1, self.unsynced_records);
         self.unsynced_records = 0;
         self.oldest_unsynced_at = None;
         Ok(())
+    }
+
+    /// Hands the unsynced range to a [`PendingSync`] for another thread to run; `None`
+    /// when nothing is waiting to be synced.
+    pub(crate) fn begin_sync(&mut self) -> Result<Option<PendingSync>, Error> {
+        self.check_poisoned()?;
+        let Some((from, to)) = self.dirty.take() else {
+            return Ok(None);
+        };
+        let upto = self.next_lsn - 1;
+        self.in_flight = Some(match self.in_flight {
+            Some((f, t)) => (f.min(from), t.max(to)),
+            None => (from, to),
+        });
+        let pending = PendingSync {
+            target: self.file.sync_handle(),
+            from,
+            to,
+            upto,
+            records: self.unsynced_records,
+            segment: self.active_path(),
+            shared: Arc::clone(&self.sync_shared),
+        };
+        self.unsynced_records = 0;
+        self.oldest_unsynced_at = None;
+        Ok(Some(pending))
+    }
+
+    fn active_path(&self) -> String {
+        self.segments
+            .last()
+            .map(|s| self.storage.path(&s.name).display().to_string())
+            .unwrap_or_default()
     }
 
     pub(crate) fn sync_due_in(&self) -> Option<std::time::Duration> {
@@ -270,7 +420,14 @@ impl Writer {
     }
 
     pub(crate) fn stats(&self) -> WalStats {
-        self.stats
+        WalStats {
+            syncs: self.sync_shared.syncs.load(Ordering::Relaxed),
+            last_sync_batch_records: self
+                .sync_shared
+                .last_sync_batch_records
+                .load(Ordering::Relaxed),
+            ..self.stats
+        }
     }
 
     /// Moves to the next segment. The full segment is synced first whatever the policy:
@@ -304,6 +461,7 @@ impl Writer {
         self.salt = prepared.salt;
         self.pos = HEADER_PAGE_BYTES;
         self.dirty = Some((0, HEADER_PAGE_BYTES));
+        self.in_flight = None;
         self.segments.push(SegmentMeta {
             name: prepared.name,
             header,
@@ -439,6 +597,15 @@ impl MappedFile for NoFile {
         Err(crate::storage::out_of_range(offset, data.len(), 0))
     }
     fn sync_range(&mut self, _offset: usize, _len: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_handle(&self) -> Arc<dyn RangeSync> {
+        Arc::new(NoFile)
+    }
+}
+
+impl RangeSync for NoFile {
+    fn sync_range(&self, _offset: usize, _len: usize) -> io::Result<()> {
         Ok(())
     }
 }

@@ -142,3 +142,35 @@ fn a_failed_sync_at_rotation_poisons_even_under_never() {
     assert_eq!(records.len(), 17, "one segment's worth went in");
     assert!(matches!(wal.append(2, b"x"), Err(Error::Poisoned(_))));
 }
+
+#[test]
+fn a_failed_sync_on_another_thread_poisons_the_owner() {
+    let disk = SimDisk::new();
+    let (mut wal, _) = Wal::open_on(Arc::new(disk.clone()), options()).expect("open");
+    let mut records = Vec::new();
+    append(&mut wal, &mut records, 10).expect("append");
+    let first = wal.begin_sync().expect("begin").expect("something to sync");
+    let durable = std::thread::spawn(move || first.run())
+        .join()
+        .expect("sync thread")
+        .expect("first sync");
+    assert_eq!(durable, 1);
+    assert_eq!(wal.durable_lsn(), 1);
+
+    append(&mut wal, &mut records, 10).expect("append");
+    let second = wal.begin_sync().expect("begin").expect("something to sync");
+    disk.set_faults(FaultPlan {
+        eio_after_syncs: Some(0),
+        ..FaultPlan::default()
+    });
+    let err = std::thread::spawn(move || second.run())
+        .join()
+        .expect("sync thread")
+        .expect_err("sync fails");
+    assert!(is_errno(&err, libc::EIO), "the I/O error: {err}");
+    disk.set_faults(FaultPlan::default());
+    assert_eq!(wal.durable_lsn(), 1, "the failed sync made nothing durable");
+    assert!(matches!(wal.append(2, b"x"), Err(Error::Poisoned(_))));
+    assert!(matches!(wal.begin_sync(), Err(Error::Poisoned(_))));
+    assert!(matches!(wal.commit(), Err(Error::Poisoned(_))));
+}

@@ -88,11 +88,14 @@ fn run(seed: u64, coverage: &mut Coverage) {
         let clock = Arc::new(ManualClock::new());
         wal.set_clock(clock.clone());
         let ops = rng.random_range(1..300);
+        // Syncs taken with `begin_sync` and not yet run, oldest first (run in order, as
+        // the engine's syncer thread does, or folded into one).
+        let mut pending: std::collections::VecDeque<wal::PendingSync> = Default::default();
         for _ in 0..ops {
             let syncs_before = wal.stats().syncs;
             let op = rng.random_range(0..100u8);
             let mut durable_after_sync = None;
-            if op < 80 {
+            if op < 75 {
                 let lsn = wal.next_lsn();
                 let len = if rng.random_bool(0.1) {
                     rng.random_range(0..=600)
@@ -108,6 +111,27 @@ fn run(seed: u64, coverage: &mut Coverage) {
                 assert_eq!(got, lsn);
                 appended.push(record);
                 durable_after_sync = Some(lsn - 1);
+            } else if op < 80 {
+                if let Some(p) = wal.begin_sync().expect("begin_sync") {
+                    pending.push_back(p);
+                }
+            } else if op < 85 {
+                let run = if rng.random_bool(0.5) {
+                    pending.pop_front()
+                } else {
+                    let mut all = pending.drain(..);
+                    all.next().map(|mut first| {
+                        all.for_each(|later| first.absorb(later));
+                        first
+                    })
+                };
+                if let Some(p) = run {
+                    let upto = p.upto();
+                    assert_eq!(p.run().expect("pending sync"), upto);
+                    durable = durable.max(upto);
+                    assert_eq!(wal.durable_lsn(), durable.max(wal.durable_lsn()));
+                }
+                continue;
             } else if op < 95 {
                 wal.commit().expect("commit");
                 if sync == SyncPolicy::Always {

@@ -9,6 +9,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -222,7 +223,10 @@ impl Storage for FsStorage {
         // `populate` faults the pages in now (on the preparing thread, for new segments)
         // rather than one by one during appends.
         let map = unsafe { MmapOptions::new().len(len).populate().map_mut(&file)? };
-        Ok(Box::new(MappedSegment { map }))
+        Ok(Box::new(MappedSegment {
+            map,
+            file: Arc::new(FileSync(file)),
+        }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -243,6 +247,19 @@ impl Storage for FsStorage {
 /// A segment mapped shared and writable.
 struct MappedSegment {
     map: MmapMut,
+    /// The mapped file, for syncs from another thread.
+    file: Arc<FileSync>,
+}
+
+/// Syncs a mapped file with fdatasync. On Linux `msync(MS_SYNC)` of a shared mapping is
+/// `fdatasync` restricted to the range (both end in `vfs_fsync_range`), and nothing but
+/// the log's appended range is ever dirty, so syncing the whole file costs the same.
+struct FileSync(File);
+
+impl super::RangeSync for FileSync {
+    fn sync_range(&self, _offset: usize, _len: usize) -> io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 impl MappedFile for MappedSegment {
@@ -264,5 +281,9 @@ impl MappedFile for MappedSegment {
         // msync(MS_SYNC) of the page-aligned range: writes the dirty pages and, on Linux,
         // what metadata is needed to read them back (as fdatasync does).
         self.map.flush_range(offset, len)
+    }
+
+    fn sync_handle(&self) -> Arc<dyn super::RangeSync> {
+        self.file.clone()
     }
 }

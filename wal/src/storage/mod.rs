@@ -72,6 +72,17 @@ pub trait MappedFile: Send {
 
     /// Makes the bytes in `offset..offset + len` durable.
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
+
+    /// A handle that syncs this file from another thread while writes go on (the log's
+    /// group commit runs its syncs off the owner's thread). It keeps working after the
+    /// mapping is dropped or rotated away.
+    fn sync_handle(&self) -> std::sync::Arc<dyn RangeSync>;
+}
+
+/// Syncs a range of one file; shareable across threads.
+pub trait RangeSync: Send + Sync {
+    /// Makes the bytes in `offset..offset + len`, as written before the call, durable.
+    fn sync_range(&self, offset: usize, len: usize) -> io::Result<()>;
 }
 
 /// An `InvalidInput` error for a write outside a file's range (a bug, reported not panicked).

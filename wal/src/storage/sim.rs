@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::{Rng, SeedableRng};
 
-use super::{out_of_range, MappedFile, Storage};
+use super::{out_of_range, MappedFile, RangeSync, Storage};
 
 /// Granularity of dirty tracking and of loss at a crash: an OS page.
 const PAGE_BYTES: usize = 4096;
@@ -308,6 +308,7 @@ impl Storage for SimDisk {
 }
 
 /// A simulated mapping of one file.
+#[derive(Clone)]
 struct SimMapped {
     disk: SimDisk,
     inode: u64,
@@ -337,6 +338,16 @@ impl MappedFile for SimMapped {
     }
 
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        RangeSync::sync_range(&*self, offset, len)
+    }
+
+    fn sync_handle(&self) -> std::sync::Arc<dyn RangeSync> {
+        std::sync::Arc::new(self.clone())
+    }
+}
+
+impl RangeSync for SimMapped {
+    fn sync_range(&self, offset: usize, len: usize) -> io::Result<()> {
         let mut state = self.disk.lock();
         state.sync()?;
         let Some(file) = state.files.get_mut(&self.inode) else {
