@@ -139,7 +139,8 @@ struct Inner {
     control: Arc<Mutex<ControlLog>>,
     dispatcher: Dispatcher,
     key: FingerprintKey,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The shard actors, for taking them back on drop (their tasks hold the other handle).
+    slots: Vec<shard::ShardSlot>,
     /// The attempt-report router; shutdown waits for it to drain.
     router: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shut_down: std::sync::atomic::AtomicBool,
@@ -147,13 +148,14 @@ struct Inner {
 
 impl Drop for Inner {
     /// Dropping the last handle without `shutdown` is a crash as far as the logs are
-    /// concerned (no final sync); the actors stop once their mailboxes close, and are
-    /// joined so the data directory can be reopened at once.
+    /// concerned (no final sync); the actors are taken out of their slots (waiting for a
+    /// batch in progress) and dropped, closing their logs, so the data directory can be
+    /// reopened at once. Their tasks find the slots empty and end.
     fn drop(&mut self) {
         self.shards = Arc::new(Vec::new());
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            let _ = t.join();
+        for slot in &self.slots {
+            let actor = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(actor);
         }
     }
 }
@@ -420,12 +422,13 @@ impl Engine {
             )
         };
         let mut senders = Vec::with_capacity(shard_count);
-        let mut threads = Vec::with_capacity(shard_count);
+        let mut slots = Vec::with_capacity(shard_count);
         for (i, (wal, state)) in opened.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(shard::MAILBOX_CAPACITY);
             let actor = ShardActor::new(
                 shard::ShardSettings {
                     index: i,
+                    sync_always: storage.sync == SyncMode::Always,
                     sync_interval: match storage.sync {
                         SyncMode::Interval => {
                             Some(std::time::Duration::from_millis(storage.sync_interval_ms))
@@ -438,28 +441,16 @@ impl Engine {
                 wal,
                 Arc::clone(&shared),
                 dispatcher.clone(),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("shard-{i:03}"))
-                .spawn({
-                    let shared = Arc::clone(&shared);
-                    move || {
-                        // A bug must not silently take a shard away: report it as a fault.
-                        let run = std::panic::AssertUnwindSafe(move || actor.run(rx));
-                        if std::panic::catch_unwind(run).is_err() {
-                            shared
-                                .health
-                                .fault(format!("shard {i} stopped after a panic"));
-                        }
-                    }
-                })
-                .map_err(|e| Error::Io {
-                    path: layout::shard_dir(&data_dir, i),
-                    source: e,
-                })?;
+            )
+            .map_err(|e| Error::Io {
+                path: layout::shard_dir(&data_dir, i),
+                source: e,
+            })?;
+            let slot: shard::ShardSlot = Arc::new(Mutex::new(Some(actor)));
+            runtime.spawn(ShardActor::run(Arc::clone(&slot), rx));
             let _ = tx.try_send(Cmd::ResumeDeliveries);
             senders.push(tx);
-            threads.push(thread);
+            slots.push(slot);
         }
         let shards = Arc::new(senders);
         // Routes each attempt report to the shard that owns the delivery, which persists it.
@@ -492,7 +483,7 @@ impl Engine {
                 control: Arc::new(Mutex::new(control)),
                 dispatcher,
                 key,
-                threads: Mutex::new(threads),
+                slots,
                 router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
