@@ -5,14 +5,16 @@
 //!
 //! # Design
 //!
-//! **Shards.** `storage.shards` actors, each on its own OS thread with a bounded mailbox
-//! (`send().await` is the back-pressure), each owning one log (`data_dir/shard-NNN/`) and a
-//! slice of the state: clicks (fixed-size records in chunks, sub IDs and extras interned),
-//! the click-ID and fingerprint indexes, impressions' uniqueness index, conversions with
-//! their deliveries, and stats counters. A batch of commands is applied, committed with one
-//! `commit()` (group commit), then answered: nothing is acknowledged before it is durable
-//! under `sync = always`. A failed commit poisons the shard (clicks untracked, conversions
-//! 503, health not ready with the reason, logged once).
+//! **Shards.** `storage.shards` actors, each a task on the caller's tokio runtime with a
+//! bounded mailbox (`send().await` is the back-pressure), each owning one log
+//! (`data_dir/shard-NNN/`) and a slice of the state: clicks (fixed-size records in chunks,
+//! sub IDs and extras interned), the click-ID and fingerprint indexes, impressions'
+//! uniqueness index, conversions with their deliveries, and stats counters. A batch of
+//! commands is applied and handed to the shard's syncer thread, which syncs it (group
+//! commit: whatever queued during one sync joins the next) and only then has it answered:
+//! nothing is acknowledged before it is durable under `sync = always`. A failed sync
+//! poisons the shard (clicks untracked, conversions 503, health not ready with the reason,
+//! logged once).
 //!
 //! **Routing.** IDs carry a 16-bit route key; the owner is `route_key % shard_count`, for
 //! any count, so nothing needs a lookup table ([`ids`]). A click's route key is the top of
@@ -57,6 +59,7 @@ pub mod fingerprint;
 pub mod ids;
 pub mod inspect;
 pub mod layout;
+mod meters;
 pub mod money;
 mod recovery;
 mod shard;
@@ -139,6 +142,7 @@ struct Inner {
     control: Arc<Mutex<ControlLog>>,
     dispatcher: Dispatcher,
     key: FingerprintKey,
+    meters: meters::Meters,
     /// The shard actors, for taking them back on drop (their tasks hold the other handle).
     slots: Vec<shard::ShardSlot>,
     /// The attempt-report router; shutdown waits for it to drain.
@@ -484,6 +488,7 @@ impl Engine {
                 dispatcher,
                 key,
                 slots,
+                meters: meters::Meters::new(),
                 router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -572,7 +577,7 @@ impl Engine {
             .await
         {
             Some(Ok(unique)) => {
-                metrics::counter!("clicktrail_clicks_total", "unique" => if unique { "true" } else { "false" }).increment(1);
+                self.inner.meters.click(unique);
                 Ok(ClickOutcome::Tracked {
                     click_id: id.to_string(),
                     location: landing_url(&campaign, Some(&id), &source, now),
@@ -581,7 +586,7 @@ impl Engine {
                 })
             }
             _ => {
-                metrics::counter!("clicktrail_clicks_untracked_total").increment(1);
+                self.inner.meters.clicks_untracked.increment(1);
                 Ok(ClickOutcome::Untracked {
                     location: landing_url(&campaign, None, &source, now),
                     degraded: true,
@@ -717,8 +722,8 @@ impl Engine {
             })
             .await
         {
-            Some(Ok(())) => metrics::counter!("clicktrail_impressions_total").increment(1),
-            _ => metrics::counter!("clicktrail_impressions_untracked_total").increment(1),
+            Some(Ok(())) => self.inner.meters.impressions.increment(1),
+            _ => self.inner.meters.impressions_untracked.increment(1),
         }
         Ok(())
     }
