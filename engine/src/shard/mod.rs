@@ -47,6 +47,11 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAILBOX_CAPACITY: usize = 4096;
 /// How long a merchant reference stays a duplicate (SPEC 2.3).
 pub const MERCHANT_REF_WINDOW_MS: u64 = 90 * 86_400_000;
+/// How long a settled conversion stays in memory (for the admin API: listing, status
+/// changes, replays): the merchant-reference window, so a duplicate's original is always
+/// there to point at. Older ones leave at the next snapshot unless their click is still
+/// kept or a delivery is still pending; reports keep counting them (counters are apart).
+pub const CONVERSION_RETENTION_MS: u64 = MERCHANT_REF_WINDOW_MS;
 
 /// Why a write was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -835,20 +840,35 @@ impl ShardActor {
             .collect()
     }
 
-    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life
-    /// and impression entries past their campaign's unique window, and lets the log delete
-    /// the segments it covers.
+    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life,
+    /// impression entries past their campaign's unique window and settled conversions past
+    /// [`CONVERSION_RETENTION_MS`], and lets the log delete the segments it covers.
     fn snapshot(&mut self) {
         let now = self.now_ms();
         let catalog = &self.shared.catalog;
         let keep_clicks_since = now.saturating_sub(catalog.max_cookie_life_ms());
-        let snap = self.state.to_snapshot(keep_clicks_since, |campaign, t| {
-            catalog.campaign(campaign).is_some_and(|c| {
-                now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
-            })
-        });
+        let keep_conversions_since = now.saturating_sub(CONVERSION_RETENTION_MS);
+        let snap = self.state.to_snapshot(
+            keep_clicks_since,
+            |campaign, t| {
+                catalog.campaign(campaign).is_some_and(|c| {
+                    now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
+                })
+            },
+            // A conversion stays while its click does (it is what makes a second
+            // conversion of that click and event a duplicate) and while a delivery of it
+            // is still being retried.
+            |c, click_kept| {
+                click_kept
+                    || c.time_ms >= keep_conversions_since
+                    || c.deliveries
+                        .iter()
+                        .any(|d| d.state == DeliveryState::Pending)
+            },
+        );
         let dropped = self.state.click_count() - snap.clicks.len();
-        let pruned = self.state.impression_entries() - snap.impressions.len();
+        let pruned = self.state.impression_entries() - snap.impressions.len()
+            + (self.state.conversions.len() - snap.conversions.len());
         let data = codec::encode_shard_snapshot(&snap);
         let lsn = self.wal.next_lsn();
         match self.wal.write_snapshot(lsn, &data) {
