@@ -12,21 +12,24 @@ use wal::storage::FaultPlan;
 /// One simulated disk per log directory.
 type Disks = engine::layout::SimulatedDisks;
 
+/// The engine on simulated disks.
+fn open_on(disks: &Disks, config: &EngineConfig, clock: &Arc<ManualClock>) -> Engine {
+    Engine::open_on(
+        config.clone(),
+        clock.clone(),
+        engine::dispatcher::DispatchOptions::default(),
+        disks.factory(),
+    )
+    .expect("engine opens")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_log_degrades_and_never_pretends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), 2);
     let clock = Arc::new(ManualClock::new(T0_MS));
     let disks = Disks::default();
-    let open = |disks: &Disks| {
-        Engine::open_on(
-            config.clone(),
-            clock.clone(),
-            engine::dispatcher::DispatchOptions::default(),
-            disks.factory(),
-        )
-        .expect("engine opens")
-    };
+    let open = |disks: &Disks| open_on(disks, &config, &clock);
     let e = open(&disks);
     assert!(e.health().ready);
     let before = click_id(&e, click_request(1, 7, 1)).await;
@@ -150,15 +153,7 @@ async fn acknowledged_clicks_survive_power_loss_under_load() {
         let config = config(dir.path(), 2);
         let clock = Arc::new(ManualClock::new(T0_MS));
         let disks = Disks::default();
-        let open = |disks: &Disks| {
-            Engine::open_on(
-                config.clone(),
-                clock.clone(),
-                engine::dispatcher::DispatchOptions::default(),
-                disks.factory(),
-            )
-            .expect("engine opens")
-        };
+        let open = |disks: &Disks| open_on(disks, &config, &clock);
         let e = open(&disks);
         let mut set = tokio::task::JoinSet::new();
         for i in 0..CLICKS {
