@@ -35,16 +35,42 @@ pub enum Field {
     Timestamp,
 }
 
-/// Every accepted name, lower case, and its field. Order does not matter; names are unique.
+/// Every accepted name, lower case, and its field, sorted by name (byte order) so that
+/// [`lookup`] can binary-search it: it runs for every request parameter and every macro.
 const ALIASES: &[(&str, Field)] = &[
-    ("cid", Field::CampaignId),
-    ("offer_id", Field::CampaignId),
-    ("campaign_id", Field::CampaignId),
-    ("afid", Field::AffiliateId),
+    ("adid", Field::CreativeId),
+    ("adv_sub", Field::MerchantRef),
     ("aff_id", Field::AffiliateId),
+    ("aff_sub", Field::Sid(1)),
+    ("aff_sub2", Field::Sid(2)),
+    ("aff_sub3", Field::Sid(3)),
+    ("aff_sub4", Field::Sid(4)),
+    ("aff_sub5", Field::Sid(5)),
     ("affiliate_id", Field::AffiliateId),
+    ("afid", Field::AffiliateId),
+    ("amount", Field::Revenue),
+    ("ap", Field::Payout),
+    ("c", Field::CookieFlag),
+    ("campaign_id", Field::CampaignId),
+    ("cid", Field::CampaignId),
+    ("click_id", Field::ClickId),
+    ("clickid", Field::ClickId),
+    ("conversion_id", Field::ConversionId),
+    ("creative_id", Field::CreativeId),
+    ("currency", Field::Currency),
+    ("event", Field::Event),
+    ("merchant_ref", Field::MerchantRef),
+    ("merchantreferenceid", Field::MerchantRef),
+    ("mp", Field::Revenue),
+    ("offer_id", Field::CampaignId),
+    ("order_id", Field::MerchantRef),
+    ("payout", Field::Payout),
+    ("r", Field::RedirectFlag),
+    ("revenue", Field::Revenue),
+    ("sale_amount", Field::TotalSales),
     ("sid", Field::SidList),
     ("sid1", Field::Sid(1)),
+    ("sid10", Field::Sid(10)),
     ("sid2", Field::Sid(2)),
     ("sid3", Field::Sid(3)),
     ("sid4", Field::Sid(4)),
@@ -53,8 +79,9 @@ const ALIASES: &[(&str, Field)] = &[
     ("sid7", Field::Sid(7)),
     ("sid8", Field::Sid(8)),
     ("sid9", Field::Sid(9)),
-    ("sid10", Field::Sid(10)),
+    ("status", Field::Status),
     ("sub1", Field::Sid(1)),
+    ("sub10", Field::Sid(10)),
     ("sub2", Field::Sid(2)),
     ("sub3", Field::Sid(3)),
     ("sub4", Field::Sid(4)),
@@ -63,47 +90,81 @@ const ALIASES: &[(&str, Field)] = &[
     ("sub7", Field::Sid(7)),
     ("sub8", Field::Sid(8)),
     ("sub9", Field::Sid(9)),
-    ("sub10", Field::Sid(10)),
-    ("aff_sub", Field::Sid(1)),
-    ("aff_sub2", Field::Sid(2)),
-    ("aff_sub3", Field::Sid(3)),
-    ("aff_sub4", Field::Sid(4)),
-    ("aff_sub5", Field::Sid(5)),
-    ("adid", Field::CreativeId),
-    ("creative_id", Field::CreativeId),
-    ("clickid", Field::ClickId),
-    ("click_id", Field::ClickId),
-    ("transaction_id", Field::ClickId),
-    ("merchantreferenceid", Field::MerchantRef),
-    ("order_id", Field::MerchantRef),
-    ("adv_sub", Field::MerchantRef),
-    ("merchant_ref", Field::MerchantRef),
-    ("ap", Field::Payout),
-    ("payout", Field::Payout),
-    ("mp", Field::Revenue),
-    ("amount", Field::Revenue),
-    ("revenue", Field::Revenue),
-    ("totalsales", Field::TotalSales),
-    ("sale_amount", Field::TotalSales),
-    ("currency", Field::Currency),
-    ("event", Field::Event),
-    ("status", Field::Status),
-    ("type", Field::PixelType),
-    ("token", Field::Token),
-    ("c", Field::CookieFlag),
-    ("r", Field::RedirectFlag),
     ("t", Field::TrackFlag),
-    ("conversion_id", Field::ConversionId),
     ("timestamp", Field::Timestamp),
+    ("token", Field::Token),
+    ("totalsales", Field::TotalSales),
+    ("transaction_id", Field::ClickId),
+    ("type", Field::PixelType),
 ];
 
 /// The field a wire name or macro name stands for, ignoring ASCII case; `None` for an
 /// unknown name (an "extra" on requests, a literal in templates).
 pub fn lookup(name: &str) -> Option<Field> {
+    // Lower-cased on the stack; a name longer than every alias is none of them.
+    let mut buf = [0u8; MAX_ALIAS_BYTES];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    let lower: &[u8] = lower;
     ALIASES
-        .iter()
-        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
-        .map(|&(_, field)| field)
+        .binary_search_by(|(alias, _)| alias.as_bytes().cmp(lower))
+        .ok()
+        .map(|i| ALIASES[i].1)
+}
+
+/// The longest alias (`merchantreferenceid`), in bytes: the size of [`lookup`]'s buffer.
+const MAX_ALIAS_BYTES: usize = 19;
+
+const _: () = {
+    let mut i = 0;
+    while i < ALIASES.len() {
+        assert!(ALIASES[i].0.len() <= MAX_ALIAS_BYTES);
+        i += 1;
+    }
+};
+
+/// How many distinct fields there are (`Sid(1)`..`Sid(10)` count as ten): the size of a
+/// table indexed by [`Field::index`].
+pub const FIELD_COUNT: usize = 29;
+
+impl Field {
+    /// A dense index in `0..FIELD_COUNT`, so per-request tables of fields can be plain
+    /// arrays instead of maps. `Sid(n)` outside 1..=10 shares sid10's slot, as
+    /// [`canonical_name`] names it sid10.
+    pub const fn index(self) -> usize {
+        match self {
+            Field::CampaignId => 0,
+            Field::AffiliateId => 1,
+            Field::SidList => 2,
+            // Sid(1)..Sid(10) take 3..=12; Sid(0), which no alias yields, takes sid1's.
+            Field::Sid(n) => {
+                2 + if n == 0 {
+                    1
+                } else if n > 10 {
+                    10
+                } else {
+                    n as usize
+                }
+            }
+            Field::CreativeId => 13,
+            Field::ClickId => 14,
+            Field::MerchantRef => 15,
+            Field::Payout => 16,
+            Field::Revenue => 17,
+            Field::TotalSales => 18,
+            Field::Currency => 19,
+            Field::Event => 20,
+            Field::Status => 21,
+            Field::PixelType => 22,
+            Field::Token => 23,
+            Field::CookieFlag => 24,
+            Field::RedirectFlag => 25,
+            Field::TrackFlag => 26,
+            Field::ConversionId => 27,
+            Field::Timestamp => 28,
+        }
+    }
 }
 
 /// The canonical macro name of a field (`{click_id}`, `{sid1}`, ...), used where a
@@ -157,6 +218,46 @@ mod tests {
     }
 
     #[test]
+    fn aliases_are_sorted_for_the_binary_search() {
+        for pair in ALIASES.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "{} must sort before {}",
+                pair[1].0,
+                pair[0].0
+            );
+        }
+        // Every alias is found under its own name, whatever the case.
+        for (alias, field) in ALIASES {
+            assert_eq!(lookup(alias), Some(*field), "{alias}");
+            assert_eq!(lookup(&alias.to_ascii_uppercase()), Some(*field), "{alias}");
+        }
+        let longest = ALIASES.iter().map(|(a, _)| a.len()).max();
+        assert_eq!(longest, Some(MAX_ALIAS_BYTES));
+    }
+
+    #[test]
+    fn field_indexes_are_dense_and_distinct() {
+        let mut seen = [false; FIELD_COUNT];
+        let mut fields: Vec<Field> = ALIASES.iter().map(|(_, f)| *f).collect();
+        fields.extend([Field::ConversionId, Field::Timestamp]);
+        for field in fields {
+            seen[field.index()] = true;
+            // One slot per field: no two different fields share an index.
+            for (_, other) in ALIASES {
+                if field.index() == other.index() {
+                    assert_eq!(field, *other);
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "every index in 0..FIELD_COUNT is used"
+        );
+        assert_eq!(Field::Sid(11).index(), Field::Sid(10).index());
+    }
+
+    #[test]
     fn lookup_ignores_case_and_knows_the_spec_names() {
         let cases = [
             ("CID", Some(Field::CampaignId)),
@@ -172,6 +273,9 @@ mod tests {
             ("mp", Some(Field::Revenue)),
             ("TotalSales", Some(Field::TotalSales)),
             ("utm_source", None),
+            ("", None),
+            ("merchantreferenceidx", None),
+            ("é", None),
         ];
         for (name, want) in cases {
             assert_eq!(lookup(name), want, "lookup({name})");
