@@ -117,11 +117,11 @@ async fn serve_listener(
         let stream = connection::TimedStream::new(stream);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+            metrics::connections().increment(1.0);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection closed with an error");
             }
-            ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+            metrics::connections().decrement(1.0);
             drop(permit);
         });
     }
