@@ -101,28 +101,86 @@ const ALIASES: &[(&str, Field)] = &[
 /// The field a wire name or macro name stands for, ignoring ASCII case; `None` for an
 /// unknown name (an "extra" on requests, a literal in templates).
 pub fn lookup(name: &str) -> Option<Field> {
-    // Lower-cased on the stack; a name longer than every alias is none of them.
-    let mut buf = [0u8; MAX_ALIAS_BYTES];
-    let lower = buf.get_mut(..name.len())?;
-    lower.copy_from_slice(name.as_bytes());
-    lower.make_ascii_lowercase();
-    let lower: &[u8] = lower;
-    ALIASES
-        .binary_search_by(|(alias, _)| alias.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| ALIASES[i].1)
+    let key = key(name.as_bytes())?;
+    // Word by word, most names being decided by the first.
+    let i = ALIAS_KEYS
+        .binary_search_by(|probe| {
+            probe[0]
+                .cmp(&key[0])
+                .then(probe[1].cmp(&key[1]))
+                .then(probe[2].cmp(&key[2]))
+        })
+        .ok()?;
+    // Zero padding gives `cid` and `cid\0` one key; only the length tells them apart.
+    let (alias, field) = ALIASES[i];
+    (alias.len() == name.len()).then_some(field)
 }
 
-/// The longest alias (`merchantreferenceid`), in bytes: the size of [`lookup`]'s buffer.
-const MAX_ALIAS_BYTES: usize = 19;
+/// Longest name a [`Key`] holds, in bytes; every alias is shorter (the longest,
+/// `merchantreferenceid`, has 19), so a longer name is none of them.
+const KEY_BYTES: usize = 24;
 
-const _: () = {
+/// A name as [`lookup`] searches for it: its bytes lower-cased, zero-padded to
+/// [`KEY_BYTES`] and read as big-endian words. Keys compare as the names' bytes do (no
+/// alias holds a NUL byte), in three integer comparisons instead of a `memcmp` call: the
+/// lookup runs for every request parameter and every template macro.
+type Key = [u64; KEY_BYTES / 8];
+
+const fn key(name: &[u8]) -> Option<Key> {
+    if name.len() > KEY_BYTES {
+        return None;
+    }
+    let mut padded = [0u8; KEY_BYTES];
     let mut i = 0;
-    while i < ALIASES.len() {
-        assert!(ALIASES[i].0.len() <= MAX_ALIAS_BYTES);
+    while i < name.len() {
+        padded[i] = name[i].to_ascii_lowercase();
         i += 1;
     }
-};
+    let mut key = [0u64; KEY_BYTES / 8];
+    let mut w = 0;
+    while w < key.len() {
+        let mut word = [0u8; 8];
+        let mut b = 0;
+        while b < 8 {
+            word[b] = padded[8 * w + b];
+            b += 1;
+        }
+        key[w] = u64::from_be_bytes(word);
+        w += 1;
+    }
+    Some(key)
+}
+
+/// The keys of [`ALIASES`], in the same order; built, and checked sorted, at compile time.
+static ALIAS_KEYS: [Key; ALIASES.len()] = alias_keys();
+
+const fn alias_keys() -> [Key; ALIASES.len()] {
+    let mut keys = [[0; KEY_BYTES / 8]; ALIASES.len()];
+    let mut i = 0;
+    while i < ALIASES.len() {
+        keys[i] = match key(ALIASES[i].0.as_bytes()) {
+            Some(key) => key,
+            None => panic!("an alias is longer than KEY_BYTES"),
+        };
+        if i > 0 {
+            assert!(key_less(&keys[i - 1], &keys[i]), "ALIASES must be sorted");
+        }
+        i += 1;
+    }
+    keys
+}
+
+/// `a < b` as `Ord` orders keys, usable in a `const fn`.
+const fn key_less(a: &Key, b: &Key) -> bool {
+    let mut w = 0;
+    while w < a.len() {
+        if a[w] != b[w] {
+            return a[w] < b[w];
+        }
+        w += 1;
+    }
+    false
+}
 
 /// How many distinct fields there are (`Sid(1)`..`Sid(10)` count as ten): the size of a
 /// table indexed by [`Field::index`].
@@ -232,8 +290,9 @@ mod tests {
             assert_eq!(lookup(alias), Some(*field), "{alias}");
             assert_eq!(lookup(&alias.to_ascii_uppercase()), Some(*field), "{alias}");
         }
-        let longest = ALIASES.iter().map(|(a, _)| a.len()).max();
-        assert_eq!(longest, Some(MAX_ALIAS_BYTES));
+        for pair in ALIAS_KEYS.windows(2) {
+            assert!(pair[0] < pair[1], "keys sort as their aliases");
+        }
     }
 
     #[test]
@@ -275,6 +334,10 @@ mod tests {
             ("utm_source", None),
             ("", None),
             ("merchantreferenceidx", None),
+            ("cid\0", None),
+            ("\0", None),
+            ("sid1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", None),
+            ("affiliate_id_and_then_some", None),
             ("é", None),
         ];
         for (name, want) in cases {

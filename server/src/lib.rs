@@ -3,7 +3,7 @@
 //!
 //! Modules, one noun each: [`routes`] (routing and the tracking surface), [`params`],
 //! [`cookies`], [`client_ip`], [`pixels`], [`admin`], [`report`], [`metrics`], [`config`],
-//! [`limits`], [`body`], [`reply`], [`logging`], [`demo`], [`connection`].
+//! [`limits`], [`body`], [`reply`], [`outcome`], [`logging`], [`demo`], [`connection`].
 
 pub mod admin;
 pub mod body;
@@ -15,6 +15,7 @@ pub mod demo;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod params;
 pub mod pixels;
 pub mod reply;

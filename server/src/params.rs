@@ -117,7 +117,7 @@ impl<'a> Params<'a> {
             }
             params.add(name, value);
         };
-        for pair in FormPairs::new(query.unwrap_or("").as_bytes()) {
+        for pair in FormPairs::of_text(query.unwrap_or("")) {
             add(&mut params, pair?);
         }
         match body {
@@ -270,36 +270,69 @@ pub fn decode_pairs(input: &[u8]) -> Result<Vec<(String, String)>, ParamError> {
 /// The pairs of one form-encoded input as [`decode_pairs`] reads them, one at a time and
 /// borrowed where decoding changes nothing. Stops after the first error.
 struct FormPairs<'a> {
-    rest: Option<&'a [u8]>,
+    input: &'a [u8],
+    /// The input as text when it is UTF-8 (a query string always is): a piece cut at the
+    /// ASCII `&` and `=` is then UTF-8 too, and is borrowed without checking it again.
+    text: Option<&'a str>,
+    /// Where the next piece starts; past the end once the input is used up.
+    next: usize,
     count: usize,
 }
 
 impl<'a> FormPairs<'a> {
     fn new(input: &'a [u8]) -> Self {
         FormPairs {
-            rest: Some(input),
+            input,
+            text: std::str::from_utf8(input).ok(),
+            next: 0,
             count: 0,
         }
     }
 
-    fn pair(&mut self, piece: &'a [u8]) -> Result<Option<Pair<'a>>, ParamError> {
+    fn of_text(input: &'a str) -> Self {
+        FormPairs {
+            input: input.as_bytes(),
+            text: Some(input),
+            next: 0,
+            count: 0,
+        }
+    }
+
+    /// The pair in `input[start..end]`; `None` for a piece without a name.
+    fn pair(&mut self, start: usize, end: usize) -> Result<Option<Pair<'a>>, ParamError> {
         if self.count >= MAX_PARAMS {
             return Err(ParamError::TooManyParams);
         }
-        let (name, value) = match piece.iter().position(|b| *b == b'=') {
-            Some(i) => (&piece[..i], &piece[i + 1..]),
-            None => (piece, &piece[piece.len()..]),
+        let equals = self.input[start..end].iter().position(|b| *b == b'=');
+        let (name_end, value_start) = match equals {
+            Some(i) => (start + i, start + i + 1),
+            None => (end, end),
         };
-        let name = decode_component(name)?;
+        let name = self.component(start, name_end)?;
         if name.is_empty() {
             return Ok(None);
         }
         if name.len() > MAX_NAME_BYTES {
             return Err(ParamError::NameTooLong);
         }
-        let value = decode_component(value)?;
+        let value = self.component(value_start, end)?;
         self.count += 1;
         Ok(Some((name, value)))
+    }
+
+    /// Decodes `input[start..end]` strictly: `+` is a space, `%XX` must be two hex digits,
+    /// the result must be UTF-8 without NUL.
+    fn component(&self, start: usize, end: usize) -> Result<Cow<'a, str>, ParamError> {
+        let bytes = &self.input[start..end];
+        if bytes.iter().any(|b| matches!(b, b'%' | b'+' | 0)) {
+            return decode(bytes).map(Cow::Owned);
+        }
+        // Nothing to decode (and no NUL): the value is the input itself.
+        match self.text {
+            Some(text) => text.get(start..end).map(Cow::Borrowed),
+            None => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+        }
+        .ok_or(ParamError::NotUtf8)
     }
 }
 
@@ -307,43 +340,31 @@ impl<'a> Iterator for FormPairs<'a> {
     type Item = Result<Pair<'a>, ParamError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let rest = self.rest?;
-            let piece = match rest.iter().position(|b| *b == b'&') {
-                Some(i) => {
-                    self.rest = Some(&rest[i + 1..]);
-                    &rest[..i]
-                }
-                None => {
-                    self.rest = None;
-                    rest
-                }
-            };
-            if piece.is_empty() {
+        while self.next <= self.input.len() {
+            let start = self.next;
+            let end = self.input[start..]
+                .iter()
+                .position(|b| *b == b'&')
+                .map_or(self.input.len(), |i| start + i);
+            self.next = end + 1;
+            if start == end {
                 continue;
             }
-            match self.pair(piece) {
+            match self.pair(start, end) {
                 Ok(None) => continue,
                 Ok(Some(pair)) => return Some(Ok(pair)),
                 Err(e) => {
-                    self.rest = None;
+                    self.next = usize::MAX;
                     return Some(Err(e));
                 }
             }
         }
+        None
     }
 }
 
-fn decode_component(input: &[u8]) -> Result<Cow<'_, str>, ParamError> {
-    if !input.iter().any(|b| *b == b'%' || *b == b'+') {
-        // Nothing to decode: the value is the input itself.
-        if input.contains(&0) {
-            return Err(ParamError::Nul);
-        }
-        return std::str::from_utf8(input)
-            .map(Cow::Borrowed)
-            .map_err(|_| ParamError::NotUtf8);
-    }
+/// The decoding of a component that has something to decode.
+fn decode(input: &[u8]) -> Result<String, ParamError> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -365,9 +386,7 @@ fn decode_component(input: &[u8]) -> Result<Cow<'_, str>, ParamError> {
     if out.contains(&0) {
         return Err(ParamError::Nul);
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| ParamError::NotUtf8)
+    String::from_utf8(out).map_err(|_| ParamError::NotUtf8)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -534,6 +553,21 @@ mod tests {
         let sid = p.get(Field::SidList).unwrap();
         assert!(matches!(&sid.value, Cow::Owned(v) if v == "a b"));
         assert_eq!(p.extras, vec![(Cow::from("x y"), Cow::from("z"))]);
+        // Raw bytes in a body: not UTF-8, or NUL, fail where they stand, in order.
+        let cases: &[(&[u8], ParamError)] = &[
+            (b"a=\xff", ParamError::NotUtf8),
+            (b"\xff=1", ParamError::NotUtf8),
+            (b"a=%zz&b=\xff", ParamError::BadEncoding),
+            (b"a=\xff&b=%zz", ParamError::NotUtf8),
+            (b"a=\0", ParamError::Nul),
+            (b"a=\0&b=\xff", ParamError::Nul),
+        ];
+        for (body, want) in cases {
+            assert_eq!(decode_pairs(body).as_ref(), Err(want), "{body:?}");
+        }
+        let body = Params::parse(None, Some(Body::Form(b"CID=7&x=%C3%A9\xc3\xa9"))).unwrap();
+        assert_eq!(body.str(Field::CampaignId), Some("7"));
+        assert_eq!(body.extras, vec![(Cow::from("x"), Cow::from("éé"))]);
     }
 
     /// What `Params::parse` did before it borrowed: collect every owned pair, check the
