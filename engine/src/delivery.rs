@@ -8,8 +8,9 @@ use crate::config::{ConversionStatus, HttpMethod, PixelKind};
 use crate::dispatcher::DeliveryJob;
 use crate::fields::{self, Field};
 use crate::ids::{DeliveryId, Id};
-use crate::template::{self, Macros};
+use crate::template::{self, MacroValue, Macros};
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 /// Macro values of a click (landing URLs) or a conversion (pixels).
 pub struct MacroValues<'a> {
@@ -28,43 +29,59 @@ pub struct MacroValues<'a> {
 
 impl Macros for MacroValues<'_> {
     fn value(&self, name: &str) -> Option<Cow<'_, str>> {
-        let owned = |s: String| Some(Cow::Owned(s));
-        let field = fields::lookup(name);
-        match field {
-            Some(Field::ClickId) => owned(self.click_id.clone().unwrap_or_default()),
-            Some(Field::ConversionId) => owned(self.conversion_id.clone().unwrap_or_default()),
-            Some(Field::CampaignId) => owned(self.campaign_id.to_string()),
-            Some(Field::AffiliateId) => owned(self.affiliate_id.to_string()),
-            Some(Field::CreativeId) => {
-                owned(self.creative_id.map(|c| c.to_string()).unwrap_or_default())
-            }
-            Some(Field::SidList) => Some(Cow::Borrowed(
-                self.sub_ids.first().map_or("", |s| s.as_str()),
-            )),
-            Some(Field::Sid(n)) => Some(Cow::Borrowed(
-                self.sub_ids
-                    .get(usize::from(n) - 1)
-                    .map_or("", |s| s.as_str()),
-            )),
-            Some(Field::Timestamp) => owned((self.timestamp_ms / 1000).to_string()),
-            Some(Field::Payout) => self
-                .conversion
-                .map(|c| Cow::Owned(crate::money::format(c.payout_micros))),
-            Some(Field::Revenue) => self
-                .conversion
-                .map(|c| Cow::Owned(crate::money::format(c.revenue_micros))),
-            Some(Field::Currency) => self.conversion.map(|c| Cow::Borrowed(c.currency.as_str())),
-            Some(Field::Status) => self.status.map(|s| Cow::Borrowed(s.as_str())),
-            Some(Field::Event) => self.conversion.map(|c| Cow::Borrowed(c.event.as_str())),
-            Some(Field::MerchantRef) => self
-                .conversion
-                .map(|c| Cow::Borrowed(c.merchant_ref.as_deref().unwrap_or(""))),
-            Some(_) => None,
+        match fields::lookup(name) {
+            Some(field) => self.field_value(field).map(MacroValue::into_text),
             None => self
                 .extras
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| Cow::Borrowed(v.as_str())),
+        }
+    }
+
+    /// Borrowed text and plain numbers: expanding a landing URL allocates nothing but
+    /// the URL itself.
+    fn field_value(&self, field: Field) -> Option<MacroValue<'_>> {
+        fn text(s: &str) -> Option<MacroValue<'_>> {
+            Some(MacroValue::Text(Cow::Borrowed(s)))
+        }
+        let sub_id = |index: usize| self.sub_ids.get(index).map_or("", |s| s.as_str());
+        match field {
+            Field::ClickId => text(self.click_id.as_deref().unwrap_or("")),
+            Field::ConversionId => text(self.conversion_id.as_deref().unwrap_or("")),
+            Field::CampaignId => Some(MacroValue::Number(u64::from(self.campaign_id))),
+            Field::AffiliateId => Some(MacroValue::Number(u64::from(self.affiliate_id))),
+            Field::CreativeId => match self.creative_id {
+                Some(c) => Some(MacroValue::Number(u64::from(c))),
+                None => text(""),
+            },
+            Field::SidList => text(sub_id(0)),
+            Field::Sid(n) => text(sub_id(usize::from(n).saturating_sub(1))),
+            Field::Timestamp => Some(MacroValue::Number(self.timestamp_ms / 1000)),
+            Field::Payout => self
+                .conversion
+                .map(|c| MacroValue::Text(Cow::Owned(crate::money::format(c.payout_micros)))),
+            Field::Revenue => self
+                .conversion
+                .map(|c| MacroValue::Text(Cow::Owned(crate::money::format(c.revenue_micros)))),
+            Field::Currency => self
+                .conversion
+                .map(|c| MacroValue::Text(Cow::Borrowed(c.currency.as_str()))),
+            Field::Status => self
+                .status
+                .map(|s| MacroValue::Text(Cow::Borrowed(s.as_str()))),
+            Field::Event => self
+                .conversion
+                .map(|c| MacroValue::Text(Cow::Borrowed(c.event.as_str()))),
+            Field::MerchantRef => self
+                .conversion
+                .map(|c| MacroValue::Text(Cow::Borrowed(c.merchant_ref.as_deref().unwrap_or("")))),
+            Field::TotalSales
+            | Field::PixelType
+            | Field::Token
+            | Field::CookieFlag
+            | Field::RedirectFlag
+            | Field::TrackFlag => None,
         }
     }
 }
@@ -123,7 +140,10 @@ pub fn deliveries_for(
     if !c.counted {
         return Vec::new();
     }
-    let macros = conversion_macros(c, status);
+    // Built on the first delivery only: most conversions have none, and the macro values
+    // format two IDs.
+    let macros = OnceCell::new();
+    let macros = || macros.get_or_init(|| conversion_macros(c, status));
     let mut out = Vec::new();
     let mut push = |target, url: String, method, secret: Option<String>| {
         let body = (method == HttpMethod::Post).then(|| conversion_body(c, status, now_ms));
@@ -158,7 +178,7 @@ pub fn deliveries_for(
                 DeliveryTarget::AffiliatePixel {
                     affiliate_id: aff.id,
                 },
-                template::expand_url(&p.url, &macros),
+                template::expand_url(&p.url, macros()),
                 p.method,
                 None,
             );
@@ -168,7 +188,7 @@ pub fn deliveries_for(
         if w.fire_on.contains(&status) {
             push(
                 DeliveryTarget::Webhook { webhook_id: w.id },
-                template::expand_url(&w.url, &macros),
+                template::expand_url(&w.url, macros()),
                 w.method,
                 (!w.secret.is_empty()).then(|| w.secret.clone()),
             );
@@ -234,5 +254,57 @@ pub fn job(conversion: &Id, d: &DeliveryRec) -> DeliveryJob {
         webhook_secret: d.webhook_secret.clone(),
         attempts_made: d.attempts_made,
         not_before_ms: d.next_attempt_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `field_value` (what templates use) and `value` (by canonical name) agree for every
+    /// field, so expanding through either gives the same URL.
+    #[test]
+    fn field_values_agree_with_values_by_name() {
+        let sub_ids = vec!["s1".to_string(), String::new(), "s3".to_string()];
+        let extras = vec![("utm_source".to_string(), "mail".to_string())];
+        let click = MacroValues {
+            click_id: Some("Ab3_x-9".into()),
+            conversion_id: None,
+            campaign_id: 3,
+            affiliate_id: 7,
+            creative_id: None,
+            sub_ids: &sub_ids,
+            extras: &extras,
+            conversion: None,
+            status: None,
+            timestamp_ms: 1_764_000_000_123,
+        };
+        let fields = [
+            Field::CampaignId,
+            Field::AffiliateId,
+            Field::SidList,
+            Field::CreativeId,
+        ]
+        .into_iter()
+        .chain((1..=10).map(Field::Sid))
+        .chain([
+            Field::ClickId,
+            Field::ConversionId,
+            Field::Timestamp,
+            Field::Payout,
+        ]);
+        for field in fields {
+            let by_field = click.field_value(field).map(MacroValue::into_text);
+            let by_name = click.value(fields::canonical_name(field));
+            assert_eq!(by_field, by_name, "{field:?}");
+        }
+        let url = template::expand_url(
+            "https://s.example/?c={ClickID}&a={AFID}&o={cid}&s={sid1}&s3={sid3}&cr={adid}&t={timestamp}&u={utm_source}",
+            &click,
+        );
+        assert_eq!(
+            url,
+            "https://s.example/?c=Ab3_x-9&a=7&o=3&s=s1&s3=s3&cr=&t=1764000000&u=mail"
+        );
     }
 }

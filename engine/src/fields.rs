@@ -35,16 +35,42 @@ pub enum Field {
     Timestamp,
 }
 
-/// Every accepted name, lower case, and its field. Order does not matter; names are unique.
+/// Every accepted name, lower case, and its field, sorted by name (byte order) so that
+/// [`lookup`] can binary-search it: it runs for every request parameter and every macro.
 const ALIASES: &[(&str, Field)] = &[
-    ("cid", Field::CampaignId),
-    ("offer_id", Field::CampaignId),
-    ("campaign_id", Field::CampaignId),
-    ("afid", Field::AffiliateId),
+    ("adid", Field::CreativeId),
+    ("adv_sub", Field::MerchantRef),
     ("aff_id", Field::AffiliateId),
+    ("aff_sub", Field::Sid(1)),
+    ("aff_sub2", Field::Sid(2)),
+    ("aff_sub3", Field::Sid(3)),
+    ("aff_sub4", Field::Sid(4)),
+    ("aff_sub5", Field::Sid(5)),
     ("affiliate_id", Field::AffiliateId),
+    ("afid", Field::AffiliateId),
+    ("amount", Field::Revenue),
+    ("ap", Field::Payout),
+    ("c", Field::CookieFlag),
+    ("campaign_id", Field::CampaignId),
+    ("cid", Field::CampaignId),
+    ("click_id", Field::ClickId),
+    ("clickid", Field::ClickId),
+    ("conversion_id", Field::ConversionId),
+    ("creative_id", Field::CreativeId),
+    ("currency", Field::Currency),
+    ("event", Field::Event),
+    ("merchant_ref", Field::MerchantRef),
+    ("merchantreferenceid", Field::MerchantRef),
+    ("mp", Field::Revenue),
+    ("offer_id", Field::CampaignId),
+    ("order_id", Field::MerchantRef),
+    ("payout", Field::Payout),
+    ("r", Field::RedirectFlag),
+    ("revenue", Field::Revenue),
+    ("sale_amount", Field::TotalSales),
     ("sid", Field::SidList),
     ("sid1", Field::Sid(1)),
+    ("sid10", Field::Sid(10)),
     ("sid2", Field::Sid(2)),
     ("sid3", Field::Sid(3)),
     ("sid4", Field::Sid(4)),
@@ -53,8 +79,9 @@ const ALIASES: &[(&str, Field)] = &[
     ("sid7", Field::Sid(7)),
     ("sid8", Field::Sid(8)),
     ("sid9", Field::Sid(9)),
-    ("sid10", Field::Sid(10)),
+    ("status", Field::Status),
     ("sub1", Field::Sid(1)),
+    ("sub10", Field::Sid(10)),
     ("sub2", Field::Sid(2)),
     ("sub3", Field::Sid(3)),
     ("sub4", Field::Sid(4)),
@@ -63,47 +90,139 @@ const ALIASES: &[(&str, Field)] = &[
     ("sub7", Field::Sid(7)),
     ("sub8", Field::Sid(8)),
     ("sub9", Field::Sid(9)),
-    ("sub10", Field::Sid(10)),
-    ("aff_sub", Field::Sid(1)),
-    ("aff_sub2", Field::Sid(2)),
-    ("aff_sub3", Field::Sid(3)),
-    ("aff_sub4", Field::Sid(4)),
-    ("aff_sub5", Field::Sid(5)),
-    ("adid", Field::CreativeId),
-    ("creative_id", Field::CreativeId),
-    ("clickid", Field::ClickId),
-    ("click_id", Field::ClickId),
-    ("transaction_id", Field::ClickId),
-    ("merchantreferenceid", Field::MerchantRef),
-    ("order_id", Field::MerchantRef),
-    ("adv_sub", Field::MerchantRef),
-    ("merchant_ref", Field::MerchantRef),
-    ("ap", Field::Payout),
-    ("payout", Field::Payout),
-    ("mp", Field::Revenue),
-    ("amount", Field::Revenue),
-    ("revenue", Field::Revenue),
-    ("totalsales", Field::TotalSales),
-    ("sale_amount", Field::TotalSales),
-    ("currency", Field::Currency),
-    ("event", Field::Event),
-    ("status", Field::Status),
-    ("type", Field::PixelType),
-    ("token", Field::Token),
-    ("c", Field::CookieFlag),
-    ("r", Field::RedirectFlag),
     ("t", Field::TrackFlag),
-    ("conversion_id", Field::ConversionId),
     ("timestamp", Field::Timestamp),
+    ("token", Field::Token),
+    ("totalsales", Field::TotalSales),
+    ("transaction_id", Field::ClickId),
+    ("type", Field::PixelType),
 ];
 
 /// The field a wire name or macro name stands for, ignoring ASCII case; `None` for an
 /// unknown name (an "extra" on requests, a literal in templates).
 pub fn lookup(name: &str) -> Option<Field> {
-    ALIASES
-        .iter()
-        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
-        .map(|&(_, field)| field)
+    let key = key(name.as_bytes())?;
+    // Word by word, most names being decided by the first.
+    let i = ALIAS_KEYS
+        .binary_search_by(|probe| {
+            probe[0]
+                .cmp(&key[0])
+                .then(probe[1].cmp(&key[1]))
+                .then(probe[2].cmp(&key[2]))
+        })
+        .ok()?;
+    // Zero padding gives `cid` and `cid\0` one key; only the length tells them apart.
+    let (alias, field) = ALIASES[i];
+    (alias.len() == name.len()).then_some(field)
+}
+
+/// Longest name a [`Key`] holds, in bytes; every alias is shorter (the longest,
+/// `merchantreferenceid`, has 19), so a longer name is none of them.
+const KEY_BYTES: usize = 24;
+
+/// A name as [`lookup`] searches for it: its bytes lower-cased, zero-padded to
+/// [`KEY_BYTES`] and read as big-endian words. Keys compare as the names' bytes do (no
+/// alias holds a NUL byte), in three integer comparisons instead of a `memcmp` call: the
+/// lookup runs for every request parameter and every template macro.
+type Key = [u64; KEY_BYTES / 8];
+
+const fn key(name: &[u8]) -> Option<Key> {
+    if name.len() > KEY_BYTES {
+        return None;
+    }
+    let mut padded = [0u8; KEY_BYTES];
+    let mut i = 0;
+    while i < name.len() {
+        padded[i] = name[i].to_ascii_lowercase();
+        i += 1;
+    }
+    let mut key = [0u64; KEY_BYTES / 8];
+    let mut w = 0;
+    while w < key.len() {
+        let mut word = [0u8; 8];
+        let mut b = 0;
+        while b < 8 {
+            word[b] = padded[8 * w + b];
+            b += 1;
+        }
+        key[w] = u64::from_be_bytes(word);
+        w += 1;
+    }
+    Some(key)
+}
+
+/// The keys of [`ALIASES`], in the same order; built, and checked sorted, at compile time.
+static ALIAS_KEYS: [Key; ALIASES.len()] = alias_keys();
+
+const fn alias_keys() -> [Key; ALIASES.len()] {
+    let mut keys = [[0; KEY_BYTES / 8]; ALIASES.len()];
+    let mut i = 0;
+    while i < ALIASES.len() {
+        keys[i] = match key(ALIASES[i].0.as_bytes()) {
+            Some(key) => key,
+            None => panic!("an alias is longer than KEY_BYTES"),
+        };
+        if i > 0 {
+            assert!(key_less(&keys[i - 1], &keys[i]), "ALIASES must be sorted");
+        }
+        i += 1;
+    }
+    keys
+}
+
+/// `a < b` as `Ord` orders keys, usable in a `const fn`.
+const fn key_less(a: &Key, b: &Key) -> bool {
+    let mut w = 0;
+    while w < a.len() {
+        if a[w] != b[w] {
+            return a[w] < b[w];
+        }
+        w += 1;
+    }
+    false
+}
+
+/// How many distinct fields there are (`Sid(1)`..`Sid(10)` count as ten): the size of a
+/// table indexed by [`Field::index`].
+pub const FIELD_COUNT: usize = 29;
+
+impl Field {
+    /// A dense index in `0..FIELD_COUNT`, so per-request tables of fields can be plain
+    /// arrays instead of maps. `Sid(n)` outside 1..=10 shares sid10's slot, as
+    /// [`canonical_name`] names it sid10.
+    pub const fn index(self) -> usize {
+        match self {
+            Field::CampaignId => 0,
+            Field::AffiliateId => 1,
+            Field::SidList => 2,
+            // Sid(1)..Sid(10) take 3..=12; Sid(0), which no alias yields, takes sid1's.
+            Field::Sid(n) => {
+                2 + if n == 0 {
+                    1
+                } else if n > 10 {
+                    10
+                } else {
+                    n as usize
+                }
+            }
+            Field::CreativeId => 13,
+            Field::ClickId => 14,
+            Field::MerchantRef => 15,
+            Field::Payout => 16,
+            Field::Revenue => 17,
+            Field::TotalSales => 18,
+            Field::Currency => 19,
+            Field::Event => 20,
+            Field::Status => 21,
+            Field::PixelType => 22,
+            Field::Token => 23,
+            Field::CookieFlag => 24,
+            Field::RedirectFlag => 25,
+            Field::TrackFlag => 26,
+            Field::ConversionId => 27,
+            Field::Timestamp => 28,
+        }
+    }
 }
 
 /// The canonical macro name of a field (`{click_id}`, `{sid1}`, ...), used where a
@@ -157,6 +276,47 @@ mod tests {
     }
 
     #[test]
+    fn aliases_are_sorted_for_the_binary_search() {
+        for pair in ALIASES.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "{} must sort before {}",
+                pair[1].0,
+                pair[0].0
+            );
+        }
+        // Every alias is found under its own name, whatever the case.
+        for (alias, field) in ALIASES {
+            assert_eq!(lookup(alias), Some(*field), "{alias}");
+            assert_eq!(lookup(&alias.to_ascii_uppercase()), Some(*field), "{alias}");
+        }
+        for pair in ALIAS_KEYS.windows(2) {
+            assert!(pair[0] < pair[1], "keys sort as their aliases");
+        }
+    }
+
+    #[test]
+    fn field_indexes_are_dense_and_distinct() {
+        let mut seen = [false; FIELD_COUNT];
+        let mut fields: Vec<Field> = ALIASES.iter().map(|(_, f)| *f).collect();
+        fields.extend([Field::ConversionId, Field::Timestamp]);
+        for field in fields {
+            seen[field.index()] = true;
+            // One slot per field: no two different fields share an index.
+            for (_, other) in ALIASES {
+                if field.index() == other.index() {
+                    assert_eq!(field, *other);
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "every index in 0..FIELD_COUNT is used"
+        );
+        assert_eq!(Field::Sid(11).index(), Field::Sid(10).index());
+    }
+
+    #[test]
     fn lookup_ignores_case_and_knows_the_spec_names() {
         let cases = [
             ("CID", Some(Field::CampaignId)),
@@ -172,6 +332,13 @@ mod tests {
             ("mp", Some(Field::Revenue)),
             ("TotalSales", Some(Field::TotalSales)),
             ("utm_source", None),
+            ("", None),
+            ("merchantreferenceidx", None),
+            ("cid\0", None),
+            ("\0", None),
+            ("sid1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", None),
+            ("affiliate_id_and_then_some", None),
+            ("é", None),
         ];
         for (name, want) in cases {
             assert_eq!(lookup(name), want, "lookup({name})");

@@ -23,6 +23,33 @@ use std::borrow::Cow;
 /// `fields::canonical_name`) or, for extras, by the extra's name in lower case.
 pub trait Macros {
     fn value(&self, canonical_name: &str) -> Option<Cow<'_, str>>;
+
+    /// The value of a known field (never a request flag). The default asks
+    /// [`Macros::value`] by the field's canonical name; the click path's implementation
+    /// answers directly, so a landing URL costs neither a second alias lookup per macro
+    /// nor a `String` per number.
+    fn field_value(&self, field: Field) -> Option<MacroValue<'_>> {
+        self.value(fields::canonical_name(field))
+            .map(MacroValue::Text)
+    }
+}
+
+/// The value of one macro.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MacroValue<'a> {
+    Text(Cow<'a, str>),
+    /// Written in decimal straight into the output (digits need no escaping anywhere).
+    Number(u64),
+}
+
+impl<'a> MacroValue<'a> {
+    /// The value as text, formatting a number.
+    pub fn into_text(self) -> Cow<'a, str> {
+        match self {
+            MacroValue::Text(text) => text,
+            MacroValue::Number(n) => Cow::Owned(n.to_string()),
+        }
+    }
 }
 
 /// The longest macro name recognised. The longest alias (`merchantreferenceid`) has 19
@@ -127,10 +154,12 @@ fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String,
     let bytes = template.as_bytes();
     let mut copied_to = 0;
     let mut i = 0;
-    while i < bytes.len() {
+    // From one possible macro opening to the next; the text between is copied in bulk.
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'{' || b == b'[') {
+        i += offset;
         let found = match bytes[i] {
-            b'{' => macro_at(template, i + 1, "}"),
-            b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, "=]"),
+            b'{' => macro_at(template, i + 1, b"}"),
+            b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, b"=]"),
             _ => None,
         };
         let Some((name, end)) = found else {
@@ -139,7 +168,10 @@ fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String,
         };
         if let Some(value) = resolve(name, macros) {
             out.push_str(&template[copied_to..i]);
-            write_value(&mut out, &value);
+            match value {
+                MacroValue::Text(text) => write_value(&mut out, &text),
+                MacroValue::Number(n) => write_value(&mut out, decimal(n, &mut [0; 20])),
+            }
             copied_to = end;
         }
         i = end;
@@ -149,26 +181,57 @@ fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String,
 }
 
 /// A macro name starting at `start` and closed by `close`: `(name, index after close)`.
-fn macro_at<'t>(template: &'t str, start: usize, close: &str) -> Option<(&'t str, usize)> {
+fn macro_at<'t>(template: &'t str, start: usize, close: &[u8]) -> Option<(&'t str, usize)> {
     let rest = template.as_bytes().get(start..)?;
     let len = rest
         .iter()
         .take(MAX_MACRO_NAME_BYTES + 1)
-        .position(|&b| !is_name_byte(b))?;
-    if len == 0 || len > MAX_MACRO_NAME_BYTES || !rest[len..].starts_with(close.as_bytes()) {
+        .position(|&b| !NAME_BYTES[usize::from(b)])?;
+    // Byte by byte: the closers are one or two bytes, less than a `memcmp` call costs.
+    let closed = close
+        .iter()
+        .enumerate()
+        .all(|(k, c)| rest.get(len + k) == Some(c));
+    if len == 0 || len > MAX_MACRO_NAME_BYTES || !closed {
         return None;
     }
-    Some((&template[start..start + len], start + len + close.len()))
+    Some((template.get(start..start + len)?, start + len + close.len()))
 }
 
 /// Bytes a macro name may contain: enough for every alias and for extras such as
 /// `utm_source` or `gclid`; never a URL delimiter.
-fn is_name_byte(b: u8) -> bool {
+const fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
 }
 
+/// [`is_name_byte`] as a table, one load per byte of a macro name.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < table.len() {
+        table[b] = is_name_byte(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// `n` in decimal, formatted in `buf` (20 digits hold any u64).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[start..]).unwrap_or_default()
+}
+
 /// The value of one macro; `None` leaves the macro text in place.
-fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<Cow<'m, str>> {
+fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<MacroValue<'m>> {
     match fields::lookup(name) {
         Some(
             Field::PixelType
@@ -179,8 +242,8 @@ fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<Cow<'m, str>> {
         ) => None,
         Some(field) => Some(
             macros
-                .value(fields::canonical_name(field))
-                .unwrap_or(Cow::Borrowed("")),
+                .field_value(field)
+                .unwrap_or(MacroValue::Text(Cow::Borrowed(""))),
         ),
         None => {
             let mut buf = [0u8; MAX_MACRO_NAME_BYTES];
@@ -189,7 +252,7 @@ fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<Cow<'m, str>> {
             lower.make_ascii_lowercase();
             // Names are ASCII by construction (`is_name_byte`), so this cannot fail.
             let lower = std::str::from_utf8(lower).ok()?;
-            macros.value(lower)
+            macros.value(lower).map(MacroValue::Text)
         }
     }
 }
@@ -211,4 +274,54 @@ fn escape_html_into(out: &mut String, value: &str) {
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len()
         && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers through [`Macros::field_value`], text through [`Macros::value`].
+    struct Numbers;
+
+    impl Macros for Numbers {
+        fn value(&self, name: &str) -> Option<Cow<'_, str>> {
+            (name == "utm_source").then_some(Cow::Borrowed("a b"))
+        }
+        fn field_value(&self, field: Field) -> Option<MacroValue<'_>> {
+            match field {
+                Field::CampaignId => Some(MacroValue::Number(0)),
+                Field::AffiliateId => Some(MacroValue::Number(u64::MAX)),
+                Field::Timestamp => Some(MacroValue::Number(1_764_000_000)),
+                Field::ClickId => Some(MacroValue::Text(Cow::Borrowed("x&y"))),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_in_urls_and_html() {
+        let cases = [
+            (
+                "{cid}/{AFID}/{timestamp}",
+                "0/18446744073709551615/1764000000",
+            ),
+            ("{click_id}|{utm_source}|{sid3}", "x%26y|a%20b|"),
+        ];
+        for (template, want) in cases {
+            assert_eq!(expand_url(template, &Numbers), want, "{template}");
+        }
+        assert_eq!(
+            expand_html("<b>{cid}:{click_id}</b>", &Numbers),
+            "<b>0:x&amp;y</b>"
+        );
+    }
+
+    #[test]
+    fn numbers_become_text_for_value_callers() {
+        assert_eq!(MacroValue::Number(42).into_text(), "42");
+        assert_eq!(MacroValue::Text(Cow::Borrowed("x")).into_text(), "x");
+        for n in [0, 7, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
 }

@@ -18,14 +18,10 @@ pub fn tracking_cookies(headers: &HeaderMap) -> Vec<(u32, String)> {
             if found.len() >= MAX_TRACKING_COOKIES {
                 return found;
             }
-            let Some((name, value)) = pair.trim().split_once('=') else {
+            let Some((campaign_id, value)) = tracking_pair(pair) else {
                 continue;
             };
-            let Some(campaign_id) = name.strip_prefix(PREFIX).and_then(parse_id) else {
-                continue;
-            };
-            let value = value.trim_matches('"');
-            if is_click_id(value) && !found.iter().any(|(c, _)| *c == campaign_id) {
+            if !found.iter().any(|(c, _)| *c == campaign_id) {
                 found.push((campaign_id, value.to_string()));
             }
         }
@@ -33,12 +29,40 @@ pub fn tracking_cookies(headers: &HeaderMap) -> Vec<(u32, String)> {
     found
 }
 
-/// The cookie for `campaign_id`, if the request carries one.
+/// The cookie for `campaign_id`, if the request carries one: the one
+/// [`tracking_cookies`] would list for it, found without listing the others.
 pub fn click_cookie(headers: &HeaderMap, campaign_id: u32) -> Option<String> {
-    tracking_cookies(headers)
-        .into_iter()
-        .find(|(c, _)| *c == campaign_id)
-        .map(|(_, id)| id)
+    // The other campaigns met so far: only the first cookie of each counts towards the
+    // bound, as in `tracking_cookies`.
+    let mut others = [0u32; MAX_TRACKING_COOKIES];
+    let mut seen = 0;
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            if seen >= MAX_TRACKING_COOKIES {
+                return None;
+            }
+            let Some((campaign, value)) = tracking_pair(pair) else {
+                continue;
+            };
+            if campaign == campaign_id {
+                return Some(value.to_string());
+            }
+            if !others[..seen].contains(&campaign) {
+                others[seen] = campaign;
+                seen += 1;
+            }
+        }
+    }
+    None
+}
+
+/// A well-formed `ct_<CID>=<click id>` pair: the campaign and the click ID.
+fn tracking_pair(pair: &str) -> Option<(u32, &str)> {
+    let (name, value) = pair.trim().split_once('=')?;
+    let campaign_id = name.strip_prefix(PREFIX).and_then(parse_id)?;
+    let value = value.trim_matches('"');
+    is_click_id(value).then_some((campaign_id, value))
 }
 
 /// A click ID as minted by the engine is URL-safe; anything else never came from us.
@@ -53,15 +77,34 @@ pub fn is_click_id(value: &str) -> bool {
 /// `Set-Cookie` for a tracked click. `secure` (an https public URL) adds
 /// `SameSite=None; Secure` so the cookie survives the cross-site conversion pixel;
 /// otherwise `SameSite=Lax`, since browsers drop `SameSite=None` without `Secure`.
+///
+/// Written into one allocation of the exact length, which the answer's header then takes
+/// over as it is (see `reply::with_header`).
 pub fn set_cookie(campaign_id: u32, click_id: &str, max_age_secs: u64, secure: bool) -> String {
     let same_site = if secure {
         "SameSite=None; Secure"
     } else {
         "SameSite=Lax"
     };
-    format!(
-        "{PREFIX}{campaign_id}={click_id}; Max-Age={max_age_secs}; Path=/; HttpOnly; {same_site}"
-    )
+    let mut campaign = itoa::Buffer::new();
+    let campaign = campaign.format(campaign_id);
+    let mut max_age = itoa::Buffer::new();
+    let max_age = max_age.format(max_age_secs);
+    let parts = [
+        PREFIX,
+        campaign,
+        "=",
+        click_id,
+        "; Max-Age=",
+        max_age,
+        "; Path=/; HttpOnly; ",
+        same_site,
+    ];
+    let mut cookie = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        cookie.push_str(part);
+    }
+    cookie
 }
 
 #[cfg(test)]
@@ -85,6 +128,55 @@ mod tests {
         assert_eq!(click_cookie(&headers, 2), None);
     }
 
+    /// `click_cookie` answers what `tracking_cookies` lists, including at the bound:
+    /// seeded random cookie headers (`SEED=<n>` replays a run).
+    #[test]
+    fn click_cookie_agrees_with_tracking_cookies() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = std::env::var("SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("SEED={seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        const PAIRS: &[&str] = &[
+            "a=b",
+            "ct_x=1",
+            "ct_0=abc",
+            "ct_1=bad!",
+            "ct_9=\"q\"",
+            " ct_8=z ",
+        ];
+        for _ in 0..500 {
+            let mut headers = HeaderMap::new();
+            for _ in 0..rng.random_range(0..3) {
+                let pairs: Vec<String> = (0..rng.random_range(0..50))
+                    .map(|_| match rng.random_range(0..3) {
+                        0 => PAIRS[rng.random_range(0..PAIRS.len())].to_string(),
+                        _ => format!(
+                            "ct_{}=id{}",
+                            rng.random_range(1..45),
+                            rng.random_range(0..9)
+                        ),
+                    })
+                    .collect();
+                headers.append(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+            }
+            let listed = tracking_cookies(&headers);
+            for campaign in 0..50 {
+                let want = listed
+                    .iter()
+                    .find(|(c, _)| *c == campaign)
+                    .map(|(_, id)| id.clone());
+                assert_eq!(
+                    click_cookie(&headers, campaign),
+                    want,
+                    "{headers:?} campaign {campaign}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn set_cookie_attributes_follow_the_public_url_scheme() {
         assert_eq!(
@@ -95,5 +187,10 @@ mod tests {
             set_cookie(7, "abc", 60, true),
             "ct_7=abc; Max-Age=60; Path=/; HttpOnly; SameSite=None; Secure"
         );
+        // One allocation of the exact length: the header takes it over without a copy.
+        let cookie = set_cookie(u32::MAX, "AAAAAAAAAAAAAAAAAAAAAA", u64::MAX, true);
+        assert_eq!(cookie.len(), cookie.capacity());
+        assert!(cookie
+            .starts_with("ct_4294967295=AAAAAAAAAAAAAAAAAAAAAA; Max-Age=18446744073709551615;"));
     }
 }

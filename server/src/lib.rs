@@ -3,7 +3,7 @@
 //!
 //! Modules, one noun each: [`routes`] (routing and the tracking surface), [`params`],
 //! [`cookies`], [`client_ip`], [`pixels`], [`admin`], [`report`], [`metrics`], [`config`],
-//! [`limits`], [`body`], [`reply`], [`logging`], [`demo`], [`connection`].
+//! [`limits`], [`body`], [`reply`], [`outcome`], [`logging`], [`demo`], [`connection`].
 
 pub mod admin;
 pub mod body;
@@ -15,6 +15,7 @@ pub mod demo;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod params;
 pub mod pixels;
 pub mod reply;
@@ -119,11 +120,11 @@ async fn serve_listener(
         let stream = connection::TimedStream::new(stream);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+            metrics::connections().increment(1.0);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection closed with an error");
             }
-            ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+            metrics::connections().decrement(1.0);
             drop(permit);
         });
     }

@@ -2,6 +2,8 @@
 //! is installed once per process however many servers run in it (integration tests start
 //! several); the engine records its own metrics through the same facade.
 
+use crate::routes::Route;
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -63,9 +65,23 @@ pub fn render() -> String {
     handle.render()
 }
 
-pub fn record_request(route: &'static str, status: u16, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "route" => route, "outcome" => status_label(status)).increment(1);
-    metrics::histogram!(LATENCY, "route" => route).record(elapsed.as_secs_f64());
+/// Records one answered request in [`REQUESTS`] and [`LATENCY`].
+pub fn record_request(route: Route, status: u16, elapsed: Duration) {
+    let slots = &ROUTE_METRICS[route.index()];
+    let outcome = status_index(status);
+    slots.requests[outcome]
+        .get_or_init(|| {
+            let _ = handle();
+            metrics::counter!(REQUESTS, "route" => route.label(), "outcome" => STATUS_LABELS[outcome])
+        })
+        .increment(1);
+    slots
+        .latency
+        .get_or_init(|| {
+            let _ = handle();
+            metrics::histogram!(LATENCY, "route" => route.label())
+        })
+        .record(elapsed.as_secs_f64());
 }
 
 pub fn click_rejected(reason: &'static str) {
@@ -76,43 +92,135 @@ pub fn pixel_error(route: &'static str, reason: &'static str) {
     metrics::counter!(PIXEL_ERRORS, "route" => route, "reason" => reason).increment(1);
 }
 
-/// Status codes as static labels, so the label set stays bounded and allocation-free.
-fn status_label(status: u16) -> &'static str {
+/// Status codes as static labels, so the label set stays bounded and allocation-free;
+/// [`status_index`] picks one.
+const STATUS_LABELS: [&str; 18] = [
+    "200", "201", "204", "302", "400", "401", "403", "404", "405", "409", "413", "414", "431",
+    "503", "2xx", "3xx", "4xx", "5xx",
+];
+
+/// The index of `status`'s label in [`STATUS_LABELS`].
+fn status_index(status: u16) -> usize {
     match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        302 => "302",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        414 => "414",
-        431 => "431",
-        503 => "503",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
+        200 => 0,
+        201 => 1,
+        204 => 2,
+        302 => 3,
+        400 => 4,
+        401 => 5,
+        403 => 6,
+        404 => 7,
+        405 => 8,
+        409 => 9,
+        413 => 10,
+        414 => 11,
+        431 => 12,
+        503 => 13,
+        s if s < 300 => 14,
+        s if s < 400 => 15,
+        s if s < 500 => 16,
+        _ => 17,
     }
+}
+
+/// The handles of one route's request metrics, each made the first time it is recorded,
+/// so `/metrics` lists the same series as when every request named its metric: the
+/// `metrics` macros build a key (allocating its labels) and look it up in the registry on
+/// every call, which costs more than the request's own parsing.
+struct RouteMetrics {
+    requests: [OnceLock<Counter>; STATUS_LABELS.len()],
+    latency: OnceLock<Histogram>,
+}
+
+impl RouteMetrics {
+    const fn new() -> Self {
+        RouteMetrics {
+            requests: [const { OnceLock::new() }; STATUS_LABELS.len()],
+            latency: OnceLock::new(),
+        }
+    }
+}
+
+/// Process-wide like the recorder the handles point into ([`handle`] installs it first).
+static ROUTE_METRICS: [RouteMetrics; Route::COUNT] = [const { RouteMetrics::new() }; Route::COUNT];
+
+fn gauge(cell: &'static OnceLock<Gauge>, name: &'static str) -> &'static Gauge {
+    cell.get_or_init(|| {
+        let _ = handle();
+        metrics::gauge!(name)
+    })
+}
+
+/// The [`CONNECTIONS`] gauge.
+pub fn connections() -> &'static Gauge {
+    static GAUGE: OnceLock<Gauge> = OnceLock::new();
+    gauge(&GAUGE, CONNECTIONS)
 }
 
 /// Counts a request in [`IN_FLIGHT`] for as long as it lives, including when the client
 /// goes away and the request's future is dropped half-way.
-pub struct InFlight(());
+pub struct InFlight(&'static Gauge);
 
 impl InFlight {
     pub fn start() -> InFlight {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
-        InFlight(())
+        static GAUGE: OnceLock<Gauge> = OnceLock::new();
+        let gauge = gauge(&GAUGE, IN_FLIGHT);
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_are_bounded() {
+        let cases = [
+            (200, "200"),
+            (302, "302"),
+            (431, "431"),
+            (503, "503"),
+            (100, "2xx"),
+            (206, "2xx"),
+            (304, "3xx"),
+            (408, "4xx"),
+            (500, "5xx"),
+            (999, "5xx"),
+        ];
+        for (status, want) in cases {
+            assert_eq!(STATUS_LABELS[status_index(status)], want, "{status}");
+        }
+    }
+
+    /// Cached handles record into the process's recorder under the same names and labels
+    /// the macros used.
+    #[test]
+    fn cached_handles_record_into_the_prometheus_output() {
+        record_request(Route::Healthz, 200, Duration::from_millis(1));
+        record_request(Route::Healthz, 200, Duration::from_millis(1));
+        drop(InFlight::start());
+        let text = render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(REQUESTS)
+                    && l.contains("route=\"healthz\"")
+                    && l.contains("outcome=\"200\"")
+            })
+            .unwrap_or_else(|| panic!("no healthz 200 counter in {text}"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 2.0, "{line}");
+        assert!(
+            text.contains(&format!("{LATENCY}_count{{route=\"healthz\"}}")),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.starts_with(IN_FLIGHT)), "{text}");
     }
 }

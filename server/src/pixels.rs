@@ -2,6 +2,7 @@
 //! conversion answer carrying the affiliate's browser pixels (SPEC 2.3, 5.2).
 
 use engine::BrowserPixel;
+use hyper::header::HeaderValue;
 
 /// A transparent 1×1 GIF89a: the answer to impressions and `img` pixels whatever happened,
 /// so a publisher's or merchant's page never shows a broken image.
@@ -16,9 +17,10 @@ pub const GIF: [u8; 43] = [
     0x3b, // trailer
 ];
 
-pub const GIF_CONTENT_TYPE: &str = "image/gif";
-pub const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
-pub const JS_CONTENT_TYPE: &str = "application/javascript; charset=utf-8";
+pub const GIF_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("image/gif");
+pub const HTML_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+pub const JS_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("application/javascript; charset=utf-8");
 
 /// An HTML page holding the pixels, for `type=iframe`. URLs are HTML-escaped into
 /// attributes; inline HTML pixels come from the operator's template with their macro

@@ -9,20 +9,22 @@ use serde::Serialize;
 
 pub type Answer = Response<Full<Bytes>>;
 
-pub const TEXT: &str = "text/plain; charset=utf-8";
-pub const JSON: &str = "application/json";
-pub const CSV: &str = "text/csv; charset=utf-8";
+// Header names and values are constants: `from_static` validates its text each time it
+// runs, and as a `const` it runs once, at compile time.
+pub const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub const CSV: HeaderValue = HeaderValue::from_static("text/csv; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
-pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+pub fn bytes(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Answer {
     let mut answer = Response::new(Full::new(body.into()));
     *answer.status_mut() = status;
     let headers = answer.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        HeaderName::from_static("x-content-type-options"),
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     answer
 }
 
@@ -61,17 +63,18 @@ pub fn json_error(status: StatusCode, message: &str, field: Option<&str>) -> Ans
 }
 
 /// A 302 to `location`; `None` when the URL cannot be a header value (control bytes).
-pub fn redirect(location: &str) -> Option<Answer> {
-    let value = HeaderValue::from_str(location).ok()?;
+/// The header takes the URL's buffer as it is, without a copy.
+pub fn redirect(location: String) -> Option<Answer> {
+    let value = HeaderValue::from_maybe_shared(Bytes::from(location)).ok()?;
     let mut answer = bytes(StatusCode::FOUND, TEXT, Bytes::new());
     answer.headers_mut().insert(LOCATION, value);
     Some(answer)
 }
 
-/// Adds a header whose value is built from data; a value that cannot be a header is
-/// dropped (our own values never contain control bytes).
-pub fn with_header(mut answer: Answer, name: HeaderName, value: &str) -> Answer {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// Adds a header whose value is built from data, taking its buffer without a copy; a
+/// value that cannot be a header is dropped (our own values never contain control bytes).
+pub fn with_header(mut answer: Answer, name: HeaderName, value: String) -> Answer {
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         answer.headers_mut().append(name, value);
     }
     answer

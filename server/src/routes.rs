@@ -19,7 +19,8 @@ use engine::{
     OutcomeStatus, PixelType, Visitor,
 };
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, SET_COOKIE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_LANGUAGE, ALLOW, AUTHORIZATION, CONNECTION,
+    CONTENT_TYPE, SET_COOKIE, USER_AGENT,
 };
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
@@ -67,20 +68,62 @@ impl Surface {
     }
 }
 
-/// The route label for metrics: a fixed set, so unknown paths cannot grow the label set.
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/click.track" => "click",
-        "/impression.track" => "impression",
-        "/pixel.track" => "pixel",
-        "/healthz" => "healthz",
-        "/readyz" => "readyz",
-        "/metrics" => "metrics",
-        p if p.starts_with("/api/") => "admin",
-        p if p.starts_with("/demo/") || p == "/" => "demo",
-        _ => "other",
+/// What a request's path names: what [`dispatch`] routes on, and the metrics label. A
+/// fixed set, so unknown paths cannot grow the label set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Click,
+    Impression,
+    Pixel,
+    Healthz,
+    Readyz,
+    Metrics,
+    /// `/api/...`. (`/api` alone is labelled `other` but served by the admin API too.)
+    Admin,
+    /// `/` and `/demo/...`.
+    Demo,
+    Other,
+}
+
+impl Route {
+    /// How many routes there are: the size of a table indexed by [`Route::index`].
+    pub const COUNT: usize = 9;
+
+    pub fn of(path: &str) -> Route {
+        match path {
+            "/click.track" => Route::Click,
+            "/impression.track" => Route::Impression,
+            "/pixel.track" => Route::Pixel,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            p if p.starts_with("/api/") => Route::Admin,
+            p if p.starts_with("/demo/") || p == "/" => Route::Demo,
+            _ => Route::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Click => "click",
+            Route::Impression => "impression",
+            Route::Pixel => "pixel",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Admin => "admin",
+            Route::Demo => "demo",
+            Route::Other => "other",
+        }
+    }
+
+    /// A dense index in `0..COUNT`.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
+
+const _: () = assert!(Route::Other as usize + 1 == Route::COUNT);
 
 /// Answers one request. Never panics on input; every failure is an answer.
 pub async fn handle<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
@@ -89,13 +132,13 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let route = route_label(request.uri().path());
+    let route = Route::of(request.uri().path());
     // Only copied when someone reads debug logs: the hot path does not allocate for it.
     // The path only: query strings carry postback tokens and visitors' data.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().path().to_string()));
     let in_flight = metrics::InFlight::start();
-    let answer = dispatch(app, surface, request, peer).await;
+    let answer = dispatch(app, surface, route, request, peer).await;
     drop(in_flight);
     let elapsed = started.elapsed();
     metrics::record_request(route, answer.status().as_u16(), elapsed);
@@ -112,7 +155,13 @@ where
     answer
 }
 
-async fn dispatch<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
+async fn dispatch<B>(
+    app: &App,
+    surface: Surface,
+    route: Route,
+    request: Request<B>,
+    peer: SocketAddr,
+) -> Answer
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -135,40 +184,36 @@ where
             "request headers too large",
         ));
     }
-    let path = request.uri().path().to_string();
-    let method = request.method().clone();
-    match path.as_str() {
-        "/click.track" if surface.public() => match method {
+    let method = request.method();
+    match route {
+        Route::Click if surface.public() => match *method {
             Method::GET => click(app, &request, peer).await,
             _ => not_allowed("GET"),
         },
-        "/impression.track" if surface.public() => match method {
+        Route::Impression if surface.public() => match *method {
             Method::GET => impression(app, &request, peer).await,
             _ => not_allowed("GET"),
         },
-        "/pixel.track" if surface.public() => match method {
+        Route::Pixel if surface.public() => match *method {
             Method::GET | Method::POST => pixel(app, request, peer).await,
             _ => not_allowed("GET, POST"),
         },
-        "/healthz" => reply::text(StatusCode::OK, "ok"),
-        "/readyz" => readyz(app),
-        "/metrics" if surface.admin() => match method {
+        Route::Healthz => reply::text(StatusCode::OK, "ok"),
+        Route::Readyz => readyz(app),
+        Route::Metrics if surface.admin() => match *method {
             Method::GET => reply::bytes(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 metrics::render(),
             ),
             _ => not_allowed("GET"),
         },
-        p if (p == "/api" || p.starts_with("/api/")) && surface.admin() => {
+        Route::Admin | Route::Other
+            if surface.admin() && (route == Route::Admin || request.uri().path() == "/api") =>
+        {
             crate::admin::handle(app, request).await
         }
-        p if app.config.embedded_defaults
-            && surface.public()
-            && (p == "/" || p.starts_with("/demo/")) =>
-        {
-            demo_page(app, &request)
-        }
+        Route::Demo if app.config.embedded_defaults && surface.public() => demo_page(app, &request),
         _ => reply::text(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -213,18 +258,24 @@ fn readyz(app: &App) -> Answer {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+fn header_str(headers: &HeaderMap, name: HeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
 
+/// ASCII case-insensitive prefix test (media types), without lower-casing a copy.
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
 fn visitor(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Visitor {
     Visitor {
         ip: client_ip(peer.ip(), headers, &app.config.server.trusted_proxies),
-        user_agent: header_str(headers, "user-agent").to_string(),
-        accept_language: header_str(headers, "accept-language").to_string(),
+        user_agent: header_str(headers, USER_AGENT).to_string(),
+        accept_language: header_str(headers, ACCEPT_LANGUAGE).to_string(),
     }
 }
 
@@ -263,24 +314,25 @@ async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
             cookie_life_secs,
             ..
         }) => {
-            let answer = if redirect {
-                match reply::redirect(&location) {
-                    Some(answer) => answer,
-                    None => return fallback(app, "bad_landing_url"),
-                }
-            } else {
-                reply::bytes(StatusCode::OK, reply::TEXT, click_id.clone())
-            };
-            if set_cookie {
-                let cookie = cookies::set_cookie(
+            let cookie = set_cookie.then(|| {
+                cookies::set_cookie(
                     campaign_id,
                     &click_id,
                     cookie_life_secs,
                     app.config.public_url_is_https(),
-                );
-                reply::with_header(answer, SET_COOKIE, &cookie)
+                )
+            });
+            let answer = if redirect {
+                match reply::redirect(location) {
+                    Some(answer) => answer,
+                    None => return fallback(app, "bad_landing_url"),
+                }
             } else {
-                answer
+                reply::bytes(StatusCode::OK, reply::TEXT, click_id)
+            };
+            match cookie {
+                Some(cookie) => reply::with_header(answer, SET_COOKIE, cookie),
+                None => answer,
             }
         }
         Ok(ClickOutcome::Untracked { location, degraded }) => {
@@ -290,7 +342,7 @@ async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
             if !redirect {
                 return reply::bytes(StatusCode::OK, reply::TEXT, Bytes::new());
             }
-            reply::redirect(&location).unwrap_or_else(|| fallback(app, "bad_landing_url"))
+            reply::redirect(location).unwrap_or_else(|| fallback(app, "bad_landing_url"))
         }
     }
 }
@@ -301,7 +353,7 @@ fn fallback(app: &App, reason: &'static str) -> Answer {
     metrics::click_rejected(reason);
     let url = &app.config.server.fallback_url;
     if !url.is_empty() {
-        if let Some(answer) = reply::redirect(url) {
+        if let Some(answer) = reply::redirect(url.clone()) {
             return answer;
         }
     }
@@ -358,13 +410,15 @@ where
     } else {
         None
     };
-    let content_type = header_str(&parts.headers, CONTENT_TYPE.as_str()).to_ascii_lowercase();
+    let content_type = header_str(&parts.headers, CONTENT_TYPE);
     let body = match &bytes {
         Some(b) if b.is_empty() => Ok(None),
-        Some(b) if content_type.starts_with("application/json") => Ok(Some(Body::Json(b))),
+        Some(b) if starts_with_ignore_case(content_type, "application/json") => {
+            Ok(Some(Body::Json(b)))
+        }
         Some(b)
             if content_type.is_empty()
-                || content_type.starts_with("application/x-www-form-urlencoded") =>
+                || starts_with_ignore_case(content_type, "application/x-www-form-urlencoded") =>
         {
             Ok(Some(Body::Form(b)))
         }
@@ -427,7 +481,7 @@ fn conversion_request(
     let status = match params.get(Field::Status).filter(|p| !p.value.is_empty()) {
         None => engine::ConversionStatus::Approved,
         Some(p) => engine::ConversionStatus::parse(&p.value).ok_or_else(|| Invalid {
-            name: p.name.clone(),
+            name: p.name.to_string(),
             reason: "expected approved, pending or rejected",
         })?,
     };
@@ -481,9 +535,13 @@ fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answ
             pixels::script(&outcome.browser_pixels),
         ),
         PixelType::S2s => {
-            let answer = reply::json(reply::status(outcome.status.http_status()), outcome);
+            let answer = reply::bytes(
+                reply::status(outcome.status.http_status()),
+                reply::JSON,
+                crate::outcome::json(outcome),
+            );
             if outcome.status == OutcomeStatus::Unavailable {
-                reply::with_header(answer, hyper::header::RETRY_AFTER, "1")
+                reply::with_header(answer, hyper::header::RETRY_AFTER, "1".to_string())
             } else {
                 answer
             }
@@ -578,6 +636,11 @@ mod tests {
         assert_eq!(sniff_pixel_type(Some("x=%00"), None), PixelType::Img);
         let json = br#"{"Type": "s2s", "CID": {"nested": 1}}"#;
         assert_eq!(sniff_pixel_type(None, Some(json)), PixelType::S2s);
+    }
+
+    /// The metrics label of a path.
+    fn route_label(path: &str) -> &'static str {
+        Route::of(path).label()
     }
 
     #[test]
