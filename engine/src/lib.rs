@@ -142,7 +142,8 @@ struct Inner {
     control: Arc<Mutex<ControlLog>>,
     dispatcher: Dispatcher,
     key: FingerprintKey,
-    meters: meters::Meters,
+    /// Looked up at first use (see `meters`).
+    meters: std::sync::OnceLock<meters::Meters>,
     /// The shard actors, for taking them back on drop (their tasks hold the other handle).
     slots: Vec<shard::ShardSlot>,
     /// The attempt-report router; shutdown waits for it to drain.
@@ -488,11 +489,15 @@ impl Engine {
                 dispatcher,
                 key,
                 slots,
-                meters: meters::Meters::new(),
+                meters: std::sync::OnceLock::new(),
                 router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    fn meters(&self) -> &meters::Meters {
+        self.inner.meters.get_or_init(meters::Meters::new)
     }
 
     fn shard_count(&self) -> usize {
@@ -577,7 +582,7 @@ impl Engine {
             .await
         {
             Some(Ok(unique)) => {
-                self.inner.meters.click(unique);
+                self.meters().click(unique);
                 Ok(ClickOutcome::Tracked {
                     click_id: id.to_string(),
                     location: landing_url(&campaign, Some(&id), &source, now),
@@ -586,7 +591,7 @@ impl Engine {
                 })
             }
             _ => {
-                self.inner.meters.clicks_untracked.increment(1);
+                self.meters().clicks_untracked.increment(1);
                 Ok(ClickOutcome::Untracked {
                     location: landing_url(&campaign, None, &source, now),
                     degraded: true,
@@ -722,8 +727,8 @@ impl Engine {
             })
             .await
         {
-            Some(Ok(())) => self.inner.meters.impressions.increment(1),
-            _ => self.inner.meters.impressions_untracked.increment(1),
+            Some(Ok(())) => self.meters().impressions.increment(1),
+            _ => self.meters().impressions_untracked.increment(1),
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! Metric handles of the tracking hot path, looked up once.
 //!
 //! Why: `metrics::counter!` with labels builds its key and searches the recorder's registry
-//! on every call; per click that was a few percent of the CPU. The handles are taken when
-//! the engine opens, after the server has installed its recorder.
+//! on every call; per click that was a few percent of the CPU. The handles are taken at
+//! first use rather than when the engine opens: a handle taken before the process installs
+//! its recorder would count into nothing (tests open an engine, then start a server).
 
 use metrics::Counter;
 

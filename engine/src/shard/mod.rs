@@ -233,7 +233,8 @@ pub struct ShardActor {
     /// What waits on the current batch's durability.
     current: SyncJob,
     wrote: bool,
-    metrics: ShardMetrics,
+    /// Taken at the first batch, after the process installed its recorder (see `meters`).
+    metrics: Option<ShardMetrics>,
 }
 
 /// Rebuilds a shard's state from what its log recovered.
@@ -300,7 +301,6 @@ impl ShardActor {
         shared: Arc<Shared>,
         dispatcher: Dispatcher,
     ) -> std::io::Result<Self> {
-        let settings_index = settings.index;
         Ok(ShardActor {
             syncer: Syncer::start(settings.index, Arc::clone(&shared), dispatcher.clone())?,
             settings,
@@ -313,7 +313,7 @@ impl ShardActor {
             buf: Vec::with_capacity(512),
             current: SyncJob::default(),
             wrote: false,
-            metrics: ShardMetrics::new(settings_index),
+            metrics: None,
         })
     }
 
@@ -352,7 +352,7 @@ impl ShardActor {
             let queued = mailbox.len();
             let mut guard = lock(&slot);
             let Some(actor) = guard.as_mut() else { break };
-            actor.metrics.queue_depth.set(queued as f64);
+            actor.metrics().queue_depth.set(queued as f64);
             // A bug must not silently take a shard away: report it as a fault and stop.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 actor.run_batch(&mut batch)
@@ -391,7 +391,7 @@ impl ShardActor {
                 cmd => self.handle(cmd),
             }
         }
-        self.metrics.batch_commands.record(size as f64);
+        self.metrics().batch_commands.record(size as f64);
         let wrote = self.wrote;
         let mut job = std::mem::take(&mut self.current);
         if self.wrote {
@@ -410,12 +410,13 @@ impl ShardActor {
                 self.sync_in_background();
             }
             let stats = self.wal.stats();
-            let m = &self.metrics;
+            let states = self.state.delivery_states();
+            let m = self.metrics();
             m.wal_bytes.set(stats.bytes_appended as f64);
             m.wal_syncs.set(stats.syncs as f64);
             m.wal_last_sync_batch_records
                 .set(stats.last_sync_batch_records as f64);
-            for (gauge, n) in m.deliveries.iter().zip(self.state.delivery_states()) {
+            for (gauge, n) in m.deliveries.iter().zip(states) {
                 gauge.set(n as f64);
             }
         }
@@ -463,6 +464,11 @@ impl ShardActor {
             Ok(None) => {}
             Err(e) => self.poison(e.to_string()),
         }
+    }
+
+    fn metrics(&mut self) -> &ShardMetrics {
+        let index = self.settings.index;
+        self.metrics.get_or_insert_with(|| ShardMetrics::new(index))
     }
 
     fn poison(&mut self, reason: String) {
