@@ -94,7 +94,8 @@ pub struct PendingSync {
     to: usize,
     upto: Lsn,
     records: u64,
-    segment: String,
+    /// The segment's path: tells segments apart in `absorb`, names it in errors.
+    segment: Arc<str>,
     shared: Arc<SyncShared>,
 }
 
@@ -157,6 +158,8 @@ pub(crate) struct Writer {
     /// The range of the active segment handed to [`PendingSync`]s since the last
     /// synchronous sync: that sync covers it too.
     in_flight: Option<(usize, usize)>,
+    /// The active segment's name and path, cached (see `active_path`).
+    active_path: Option<(String, Arc<str>)>,
     /// Segments in use, in order; the last is the active one.
     segments: Vec<SegmentMeta>,
     prepared: Prepared,
@@ -228,6 +231,7 @@ impl Writer {
             pos: HEADER_PAGE_BYTES,
             dirty: None,
             in_flight: None,
+            active_path: None,
             segments: scan.segments,
             prepared: match scan.reusable {
                 Some((name, header)) => Prepared::Ready(PreparedSegment {
@@ -378,8 +382,9 @@ impl Writer {
             self.file.sync_range(from, to - from)
         };
         if let Err(e) = synced {
+            let segment = self.active_path();
             self.sync_shared
-                .poison(format!("sync of {} failed: {e}", self.active_path()));
+                .poison(format!("sync of {segment} failed: {e}"));
             return Err(Error::Io(e));
         }
         self.dirty = None;
@@ -416,11 +421,23 @@ impl Writer {
         Ok(Some(pending))
     }
 
-    fn active_path(&self) -> String {
-        self.segments
-            .last()
-            .map(|s| self.storage.path(&s.name).display().to_string())
-            .unwrap_or_default()
+    /// The active segment's path, formatted once per segment (a group commit asks for it
+    /// with every sync it hands out).
+    fn active_path(&mut self) -> Arc<str> {
+        let Some(active) = self.segments.last() else {
+            return Arc::from("");
+        };
+        if self
+            .active_path
+            .as_ref()
+            .is_none_or(|(name, _)| *name != active.name)
+        {
+            let path = self.storage.path(&active.name).display().to_string();
+            self.active_path = Some((active.name.clone(), Arc::from(path)));
+        }
+        self.active_path
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |(_, path)| Arc::clone(path))
     }
 
     pub(crate) fn sync_due_in(&self) -> Option<std::time::Duration> {

@@ -283,7 +283,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Fills `batch` from the mailbox up to [`MAX_BATCH`] with whatever is queued. No need to
-/// wait for more: what arrives while the syncer is busy joins the next sync anyway.
+/// wait longer: what arrives while the syncer is busy joins the next sync anyway.
 fn gather(mailbox: &mut mpsc::Receiver<Cmd>, batch: &mut Vec<Cmd>) {
     while batch.len() < MAX_BATCH {
         match mailbox.try_recv() {
@@ -348,6 +348,11 @@ impl ShardActor {
             };
             let Some(first) = first else { break };
             batch.push(first);
+            // The connection task that sent `first` woke this task into the runtime's
+            // next-to-run slot, ahead of the other connections that are ready: going to
+            // the back of the queue once lets them send their commands too, so one batch
+            // (one lock, one hand-off to the syncer) serves all of them instead of one.
+            tokio::task::yield_now().await;
             gather(&mut mailbox, &mut batch);
             let queued = mailbox.len();
             let mut guard = lock(&slot);
