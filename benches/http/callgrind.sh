@@ -171,7 +171,7 @@ for route in $ROUTES; do
     # hand-off, the answer): steadier than the whole process, whose thread parking and
     # shard batching vary with scheduling from run to run.
     handler=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
-        awk -v n="$requests" '/server::routes::dispatch::\{\{closure\}\} \[/ { gsub(",", "", $1); printf "%d", $1 / n; exit }')
+        awk -v n="$requests" '/server::routes::dispatch::\{\{closure\}\} \[/ && !done { gsub(",", "", $1); printf "%d", $1 / n; done = 1 }')
     ROWS+=("| $route | $requests | ${result##*status=} | $instructions | $per | ${handler:--} | $mallocs |")
 done
 
