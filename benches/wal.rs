@@ -1,12 +1,27 @@
 //! WAL append throughput: 100-byte records under each sync policy, group commit under
-//! `Always` with batches of 1, 64 and 512 records, many producers feeding one owner, and
-//! recovery speed. Run: `cargo bench --bench wal`.
+//! `Always` with batches of 1, 64 and 512 records, many producers feeding one owner, many
+//! producers sharing the log through `wal::GroupCommit`, and recovery speed.
+//! Run: `cargo bench --bench wal` (one case: `cargo bench --bench wal -- group_commit/64`).
+//!
+//! The two multi-producer designs, measured in the same run:
+//! - `producers_{policy}/N` (the old design): each producer sends its record to one owner
+//!   thread through a channel and waits for the acknowledgement; the owner appends what
+//!   has arrived, commits (syncing under `Always`) and acknowledges the batch. No append
+//!   happens while the owner syncs.
+//! - `group_commit/N` (the new one): the log behind a lock; each producer appends its own
+//!   record and sleeps until a sync covers it, while a syncer thread syncs what is
+//!   appended (`Wal::begin_sync`) outside the lock, so appends go on during a sync.
+//!
+//! Both are bound by the sync with 64 producers: each has one record in flight, so a sync
+//! covers at most 64 (about 50 for the owner, 40 for `GroupCommit`, whose syncs alternate
+//! between the producers woken by the previous one and the rest). Figures and the
+//! conditions they were measured in: README.md, "Performance".
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wal::{Options, SyncPolicy, Wal};
+use wal::{GroupCommit, Options, SyncPolicy, Wal};
 
 /// The record size the engine mostly writes (a click).
 const RECORD_BYTES: usize = 100;
@@ -57,7 +72,7 @@ fn policies(c: &mut Criterion) {
     group.finish();
 }
 
-fn group_commit(c: &mut Criterion) {
+fn commit_batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("always_commit_batch");
     group.sample_size(20);
     for batch in [1u64, 64, 512] {
@@ -163,6 +178,57 @@ fn producers_under(c: &mut Criterion, name: &str, policy: SyncPolicy) {
     group.finish();
 }
 
+/// Many producer threads each append a record through one shared `GroupCommit` and wait
+/// until it is durable: what `producers_always` measures, without the owner thread.
+fn group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("group_commit");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    let mut batches = Vec::new();
+    for producers in [1usize, 16, 64] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(GroupCommit::new(open(dir.path(), SyncPolicy::Always)).expect("start"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(producers),
+            &producers,
+            |b, &producers| {
+                b.iter_custom(|n| {
+                    let before = log.stats().expect("stats");
+                    let per_producer = n.div_ceil(producers as u64);
+                    let start = Instant::now();
+                    let handles: Vec<_> = (0..producers)
+                        .map(|_| {
+                            let log = Arc::clone(&log);
+                            std::thread::spawn(move || {
+                                let payload = [0x5Au8; RECORD_BYTES];
+                                for _ in 0..per_producer {
+                                    log.append_durable(1, &payload).expect("append");
+                                }
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.join().expect("producer");
+                    }
+                    let elapsed = start.elapsed();
+                    let stats = log.stats().expect("stats");
+                    let records = stats.records_appended - before.records_appended;
+                    let syncs = stats.syncs - before.syncs;
+                    batches.push(records as f64 / syncs.max(1) as f64);
+                    elapsed
+                });
+            },
+        );
+        if !batches.is_empty() {
+            let mean = batches.iter().sum::<f64>() / batches.len() as f64;
+            println!("group commit, {producers} producers: mean batch per sync {mean:.1}");
+        }
+        batches.clear();
+    }
+    group.finish();
+}
+
 fn recovery(c: &mut Criterion) {
     const RECORDS: u64 = 1_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -185,5 +251,12 @@ fn recovery(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, policies, group_commit, producers, recovery);
+criterion_group!(
+    benches,
+    policies,
+    commit_batches,
+    producers,
+    group_commit,
+    recovery
+);
 criterion_main!(benches);

@@ -5,14 +5,16 @@
 //!
 //! # Design
 //!
-//! **Shards.** `storage.shards` actors, each on its own OS thread with a bounded mailbox
-//! (`send().await` is the back-pressure), each owning one log (`data_dir/shard-NNN/`) and a
-//! slice of the state: clicks (fixed-size records in chunks, sub IDs and extras interned),
-//! the click-ID and fingerprint indexes, impressions' uniqueness index, conversions with
-//! their deliveries, and stats counters. A batch of commands is applied, committed with one
-//! `commit()` (group commit), then answered: nothing is acknowledged before it is durable
-//! under `sync = always`. A failed commit poisons the shard (clicks untracked, conversions
-//! 503, health not ready with the reason, logged once).
+//! **Shards.** `storage.shards` actors, each a task on the caller's tokio runtime with a
+//! bounded mailbox (`send().await` is the back-pressure), each owning one log
+//! (`data_dir/shard-NNN/`) and a slice of the state: clicks (fixed-size records in chunks,
+//! sub IDs and extras interned), the click-ID and fingerprint indexes, impressions'
+//! uniqueness index, conversions with their deliveries, and stats counters. A batch of
+//! commands is applied and handed to the shard's syncer thread, which syncs it (group
+//! commit: whatever queued during one sync joins the next) and only then has it answered:
+//! nothing is acknowledged before it is durable under `sync = always`. A failed sync
+//! poisons the shard (clicks untracked, conversions 503, health not ready with the reason,
+//! logged once).
 //!
 //! **Routing.** IDs carry a 16-bit route key; the owner is `route_key % shard_count`, for
 //! any count, so nothing needs a lookup table ([`ids`]). A click's route key is the top of
@@ -57,6 +59,7 @@ pub mod fingerprint;
 pub mod ids;
 pub mod inspect;
 pub mod layout;
+mod meters;
 pub mod money;
 mod recovery;
 mod shard;
@@ -139,7 +142,10 @@ struct Inner {
     control: Arc<Mutex<ControlLog>>,
     dispatcher: Dispatcher,
     key: FingerprintKey,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Looked up at first use (see `meters`).
+    meters: std::sync::OnceLock<meters::Meters>,
+    /// The shard actors, for taking them back on drop (their tasks hold the other handle).
+    slots: Vec<shard::ShardSlot>,
     /// The attempt-report router; shutdown waits for it to drain.
     router: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shut_down: std::sync::atomic::AtomicBool,
@@ -147,13 +153,14 @@ struct Inner {
 
 impl Drop for Inner {
     /// Dropping the last handle without `shutdown` is a crash as far as the logs are
-    /// concerned (no final sync); the actors stop once their mailboxes close, and are
-    /// joined so the data directory can be reopened at once.
+    /// concerned (no final sync); the actors are taken out of their slots (waiting for a
+    /// batch in progress) and dropped, closing their logs, so the data directory can be
+    /// reopened at once. Their tasks find the slots empty and end.
     fn drop(&mut self) {
         self.shards = Arc::new(Vec::new());
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            let _ = t.join();
+        for slot in &self.slots {
+            let actor = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(actor);
         }
     }
 }
@@ -420,12 +427,13 @@ impl Engine {
             )
         };
         let mut senders = Vec::with_capacity(shard_count);
-        let mut threads = Vec::with_capacity(shard_count);
+        let mut slots = Vec::with_capacity(shard_count);
         for (i, (wal, state)) in opened.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(shard::MAILBOX_CAPACITY);
             let actor = ShardActor::new(
                 shard::ShardSettings {
                     index: i,
+                    sync_always: storage.sync == SyncMode::Always,
                     sync_interval: match storage.sync {
                         SyncMode::Interval => {
                             Some(std::time::Duration::from_millis(storage.sync_interval_ms))
@@ -438,28 +446,16 @@ impl Engine {
                 wal,
                 Arc::clone(&shared),
                 dispatcher.clone(),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("shard-{i:03}"))
-                .spawn({
-                    let shared = Arc::clone(&shared);
-                    move || {
-                        // A bug must not silently take a shard away: report it as a fault.
-                        let run = std::panic::AssertUnwindSafe(move || actor.run(rx));
-                        if std::panic::catch_unwind(run).is_err() {
-                            shared
-                                .health
-                                .fault(format!("shard {i} stopped after a panic"));
-                        }
-                    }
-                })
-                .map_err(|e| Error::Io {
-                    path: layout::shard_dir(&data_dir, i),
-                    source: e,
-                })?;
+            )
+            .map_err(|e| Error::Io {
+                path: layout::shard_dir(&data_dir, i),
+                source: e,
+            })?;
+            let slot: shard::ShardSlot = Arc::new(Mutex::new(Some(actor)));
+            runtime.spawn(ShardActor::run(Arc::clone(&slot), rx));
             let _ = tx.try_send(Cmd::ResumeDeliveries);
             senders.push(tx);
-            threads.push(thread);
+            slots.push(slot);
         }
         let shards = Arc::new(senders);
         // Routes each attempt report to the shard that owns the delivery, which persists it.
@@ -492,11 +488,16 @@ impl Engine {
                 control: Arc::new(Mutex::new(control)),
                 dispatcher,
                 key,
-                threads: Mutex::new(threads),
+                slots,
+                meters: std::sync::OnceLock::new(),
                 router: Mutex::new(Some(router)),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    fn meters(&self) -> &meters::Meters {
+        self.inner.meters.get_or_init(meters::Meters::new)
     }
 
     fn shard_count(&self) -> usize {
@@ -581,7 +582,7 @@ impl Engine {
             .await
         {
             Some(Ok(unique)) => {
-                metrics::counter!("clicktrail_clicks_total", "unique" => if unique { "true" } else { "false" }).increment(1);
+                self.meters().click(unique);
                 Ok(ClickOutcome::Tracked {
                     click_id: id.to_string(),
                     location: landing_url(&campaign, Some(&id), &source, now),
@@ -590,7 +591,7 @@ impl Engine {
                 })
             }
             _ => {
-                metrics::counter!("clicktrail_clicks_untracked_total").increment(1);
+                self.meters().clicks_untracked.increment(1);
                 Ok(ClickOutcome::Untracked {
                     location: landing_url(&campaign, None, &source, now),
                     degraded: true,
@@ -726,8 +727,8 @@ impl Engine {
             })
             .await
         {
-            Some(Ok(())) => metrics::counter!("clicktrail_impressions_total").increment(1),
-            _ => metrics::counter!("clicktrail_impressions_untracked_total").increment(1),
+            Some(Ok(())) => self.meters().impressions.increment(1),
+            _ => self.meters().impressions_untracked.increment(1),
         }
         Ok(())
     }

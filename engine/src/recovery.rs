@@ -90,7 +90,10 @@ pub fn reshard(
             layout::open_log(storage, &layout::shard_dir(data_dir, i), options.clone())?;
         let state = crate::shard::recover_state(&recovered)?;
         drop(wal);
-        distribute(state.to_snapshot(0, |_, _| true), &mut builders);
+        distribute(
+            state.to_snapshot(0, |_, _| true, |_, _| true),
+            &mut builders,
+        );
     }
     for (j, b) in builders.into_iter().enumerate() {
         let (mut wal, _) = layout::open_log(
@@ -125,7 +128,7 @@ pub fn open_shard(
     if !recovered.report.dropped.is_empty() {
         // The damaged bytes stay on disk; a snapshot of what survived makes the repair
         // permanent, so the next strict start-up does not meet them again.
-        let data = codec::encode_shard_snapshot(&state.to_snapshot(0, |_, _| true));
+        let data = codec::encode_shard_snapshot(&state.to_snapshot(0, |_, _| true, |_, _| true));
         let lsn = wal.next_lsn();
         wal.write_snapshot(lsn, &data)?;
     }

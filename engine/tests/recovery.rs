@@ -326,6 +326,79 @@ async fn snapshots_drop_clicks_past_the_longest_cookie_life() {
     assert_eq!(r.totals["conversions"].as_u64(), Some(1));
 }
 
+/// Conversions do not pile up in memory forever: a settled one past the retention window
+/// (90 days) whose click is gone leaves at the next snapshot; a newer one stays; reports
+/// keep counting both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_drop_settled_conversions_past_retention() {
+    let mut h = Harness::new(1, |c| c.storage.snapshot_every_records = 5);
+    let convert = |click: String| {
+        let mut req = conversion(PixelType::S2s);
+        req.click_id = Some(click);
+        req
+    };
+    let e = h.engine();
+    let old_click = click_id(e, click_request(1, 7, 1)).await;
+    let old = e
+        .convert(convert(old_click))
+        .await
+        .conversion_id
+        .expect("old");
+    h.clock.advance_ms(60 * DAY_MS);
+    let young_click = click_id(e, click_request(1, 7, 2)).await;
+    let young = e
+        .convert(convert(young_click))
+        .await
+        .conversion_id
+        .expect("young");
+    h.clock.advance_ms(30 * DAY_MS + 1);
+    // Enough records for a snapshot (every 5).
+    for v in 0..6 {
+        click_id(e, click_request(1, 7, 10 + v)).await;
+    }
+    let listed = |e: &Engine| {
+        let e = e.clone();
+        async move {
+            e.conversions(ConversionQuery::default())
+                .await
+                .expect("conversions")
+                .items
+                .into_iter()
+                .map(|c| c.conversion_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(e).await,
+        vec![young.clone()],
+        "the old one left memory"
+    );
+    assert!(matches!(
+        e.set_conversion_status(&old, ConversionStatus::Rejected)
+            .await,
+        Err(AdminError::NotFound)
+    ));
+    let totals = |e: &Engine| {
+        let e = e.clone();
+        async move {
+            e.report(ReportQuery {
+                from: Day(0),
+                to: Day(40_000),
+                group_by: vec![],
+            })
+            .await
+            .expect("report")
+            .totals["conversions"]
+                .as_u64()
+        }
+    };
+    assert_eq!(totals(e).await, Some(2), "reports still count it");
+    // And so after recovery from that snapshot.
+    h.restart().await;
+    assert_eq!(listed(h.engine()).await, vec![young]);
+    assert_eq!(totals(h.engine()).await, Some(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_file_versus_admin_changes_across_restarts() {
     let mut h = Harness::new(1, |_| {});

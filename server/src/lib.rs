@@ -21,6 +21,7 @@ pub mod pixels;
 pub mod reply;
 pub mod report;
 pub mod routes;
+mod timers;
 
 use crate::limits::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
 use crate::routes::{App, Surface};
@@ -78,6 +79,7 @@ async fn serve_listener(
 ) -> std::io::Result<()> {
     // Install the process-wide recorder before the first request records anything.
     let _ = metrics::handle();
+    let _anchor = timers::TimerAnchor::start();
     let mut builder = http1::Builder::new();
     builder
         // Without a timer hyper silently ignores the header read timeout.

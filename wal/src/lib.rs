@@ -5,8 +5,9 @@
 //!
 //! Modules, one noun each: `record` (framing and checksums), `segment` (segment files and
 //! their header page), `snapshot` (snapshot files), `storage` (the file trait, real mapped
-//! files and the simulated disk), `writer` (appends, group commit, rotation), `recovery`
-//! (reading a log back), `inspect` (read-only operator tools), `clock` (time for `Interval`).
+//! files and the simulated disk), `writer` (appends, group commit, rotation), `group` (group
+//! commit for many producer threads), `recovery` (reading a log back), `inspect` (read-only
+//! operator tools), `clock` (time for `Interval`).
 
 #![deny(clippy::unwrap_used)]
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub mod clock;
 pub mod dirs;
+mod group;
 pub mod inspect;
 mod record;
 mod recovery;
@@ -25,6 +27,7 @@ pub mod storage;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use group::GroupCommit;
 pub use writer::PendingSync;
 
 /// Log sequence number: every appended record gets the next one, starting at 1.

@@ -347,6 +347,15 @@ impl Writer {
     /// failure poisons the log: the kernel may already have dropped the dirty pages, so a
     /// retry could report success for data that is gone.
     pub(crate) fn sync(&mut self) -> Result<(), Error> {
+        self.sync_active(false)
+    }
+
+    /// [`Writer::sync`]; with `closing`, the active segment is being left for good and is
+    /// unmapped before its sync. The kernel writes a still-mapped dirty page only after
+    /// write-protecting its page-table entry and flushing the TLB of every CPU running this
+    /// process, one page at a time (an interrupt each while the preparing thread runs);
+    /// unmapped, a full segment's 16 k pages are written without that.
+    fn sync_active(&mut self, closing: bool) -> Result<(), Error> {
         self.check_poisoned()?;
         let mut range = self.dirty;
         // A range handed out may not be synced yet (its sync may not even have started):
@@ -361,7 +370,14 @@ impl Writer {
         let Some((from, to)) = range else {
             return Ok(());
         };
-        if let Err(e) = self.file.sync_range(from, to - from) {
+        let synced = if closing {
+            let handle = self.file.sync_handle();
+            self.file = Box::new(NoFile);
+            handle.sync_range(from, to - from)
+        } else {
+            self.file.sync_range(from, to - from)
+        };
+        if let Err(e) = synced {
             self.sync_shared
                 .poison(format!("sync of {} failed: {e}", self.active_path()));
             return Err(Error::Io(e));
@@ -433,8 +449,10 @@ impl Writer {
     /// Moves to the next segment. The full segment is synced first whatever the policy:
     /// recovery relies on every segment but the last being complete on disk.
     fn rotate(&mut self) -> Result<(), Error> {
-        self.sync()?;
+        self.check_poisoned()?;
+        // Taken first: when no segment can be had (ENOSPC), the active one stays usable.
         let prepared = self.take_prepared()?;
+        self.sync_active(true)?;
         self.activate(prepared)?;
         self.start_preparing();
         Ok(())
@@ -487,10 +505,17 @@ impl Writer {
     }
 
     fn prepare_now(&mut self) -> Result<PreparedSegment, Error> {
-        let (prepared, page) = self.new_prepared();
-        self.storage
-            .create(&prepared.name, prepared.size_bytes, &page)?;
+        let (mut prepared, page) = self.new_prepared();
+        create_segment(&*self.storage, &mut prepared, &page, self.prefault())?;
         Ok(prepared)
+    }
+
+    /// Whether new segments are mapped with every page faulted in writable: only under
+    /// `Never`, where nothing syncs before the segment is full, so the pages being dirty
+    /// from the start costs nothing; under the other policies a whole-file sync (a
+    /// [`PendingSync`]) would write all of them.
+    fn prefault(&self) -> bool {
+        self.options.sync == SyncPolicy::Never
     }
 
     /// Starts preparing the next segment (in the background when the storage allows). A
@@ -507,12 +532,16 @@ impl Writer {
         }
         let (prepared, page) = self.new_prepared();
         let storage = Arc::clone(&self.storage);
+        let prefault = self.prefault();
         let spawned = std::thread::Builder::new()
             .name("wal-prepare".into())
             .spawn(move || {
                 let mut prepared = prepared;
-                storage.create(&prepared.name, prepared.size_bytes, &page)?;
-                prepared.file = Some(storage.open_mapped(&prepared.name, prepared.size_bytes)?);
+                create_segment(&*storage, &mut prepared, &page, prefault)?;
+                if prepared.file.is_none() {
+                    let file = storage.open_mapped(&prepared.name, prepared.size_bytes)?;
+                    prepared.file = Some(file);
+                }
                 Ok(prepared)
             });
         if let Ok(handle) = spawned {
@@ -568,6 +597,23 @@ impl Writer {
         self.storage.sync_dir()?;
         Ok(())
     }
+}
+
+/// Creates the file of a prepared segment starting with its header `page`; with
+/// `prefault`, also maps it with every page writable ([`Storage::create_prefaulted`]).
+fn create_segment(
+    storage: &dyn Storage,
+    prepared: &mut PreparedSegment,
+    page: &[u8],
+    prefault: bool,
+) -> io::Result<()> {
+    let (name, size_bytes) = (&prepared.name, prepared.size_bytes);
+    if prefault {
+        prepared.file = Some(storage.create_prefaulted(name, size_bytes, page)?);
+    } else {
+        storage.create(name, size_bytes, page)?;
+    }
+    Ok(())
 }
 
 fn remove_if_present(storage: &dyn Storage, name: &str) -> Result<(), Error> {

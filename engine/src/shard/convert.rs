@@ -459,10 +459,10 @@ impl ShardActor {
             return refuse(OutcomeStatus::Unavailable, "storage unavailable");
         }
         if let Some(key) = reservation {
-            self.reservations.push((key, conversion_id));
+            self.current.reservations.push((key, conversion_id));
         }
         self.state.apply(record);
-        self.jobs.extend(jobs);
+        self.current.deliveries.extend(jobs);
         metrics::counter!("clicktrail_conversions_total", "matched_by" => matched_by.as_str(), "status" => outcome_label(outcome.status)).increment(1);
         (ConvReply::Done(outcome), true)
     }

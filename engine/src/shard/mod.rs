@@ -1,18 +1,25 @@
-//! Shard actors. Each shard runs on its own OS thread (a current-thread tokio runtime, for
-//! the mailbox and the sync timer), owns one `wal::Wal` and a [`ShardState`], and serves
-//! commands from a bounded mailbox.
+//! Shard actors. Each shard is a task on the engine's tokio runtime that owns one
+//! `wal::Wal` and a [`ShardState`] (behind [`ShardSlot`], so dropping the engine can take
+//! them back at once) and serves commands from a bounded mailbox; a syncer thread per shard
+//! ([`syncer`]) makes its log durable.
 //!
 //! Group commit: the actor takes a batch of commands (the first one, then whatever else is
 //! already queued, up to [`MAX_BATCH`]), applies each (deciding, appending its WAL record,
-//! then changing memory), calls `commit()` once, and only then answers the batch and hands
-//! new deliveries to the dispatcher. Under `sync = always` nothing is acknowledged before
-//! it is durable. If a commit fails the log is poisoned: the batch is answered
-//! "unavailable", every later write too, and health reports the fault until a restart
-//! recovers from disk. (Memory may then hold the failed batch's changes; they were never
-//! acknowledged and are gone after the restart.)
+//! then changing memory), and hands the batch's log range with its deferred answers to the
+//! syncer, which answers them once one sync covers them. Under `sync = always` nothing is
+//! acknowledged before it is durable. If a sync fails the log is poisoned: the waiting
+//! answers say "unavailable", every later write too, and health reports the fault until a
+//! restart recovers from disk. (Memory may then hold the failed batch's changes; they were
+//! never acknowledged and are gone after the restart.)
+//!
+//! Why a task and not a thread: with the actor on a thread of its own, every command cost
+//! a switch between the HTTP worker and that thread (about one per request, a third of a
+//! click's CPU). As a task, a command is a wake-up on the same worker; only the syncs
+//! leave it, one per group.
 
 mod convert;
 pub mod state;
+mod syncer;
 
 pub use convert::{ConvInput, ConvReply, How};
 
@@ -20,7 +27,7 @@ use crate::api::{AdminError, DeliveryState, GroupKey};
 use crate::catalog::Catalog;
 use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, ShardRecord};
 use crate::config::{Campaign, ConversionStatus};
-use crate::dispatcher::{AttemptOutcome, AttemptReport, DeliveryJob, Dispatcher};
+use crate::dispatcher::{AttemptOutcome, AttemptReport, Dispatcher};
 use crate::ids::{DeliveryId, Id};
 use crate::stats::GroupTuple;
 use crate::view::{ClickView, ConversionView, DeliveryView};
@@ -29,6 +36,7 @@ use dashmap::DashMap;
 use state::ShardState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use syncer::{SyncJob, Syncer};
 use tokio::sync::{mpsc, oneshot};
 
 /// Commands per group commit at most: bounds the latency one batch adds to its first
@@ -39,6 +47,11 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAILBOX_CAPACITY: usize = 4096;
 /// How long a merchant reference stays a duplicate (SPEC 2.3).
 pub const MERCHANT_REF_WINDOW_MS: u64 = 90 * 86_400_000;
+/// How long a settled conversion stays in memory (for the admin API: listing, status
+/// changes, replays): the merchant-reference window, so a duplicate's original is always
+/// there to point at. Older ones leave at the next snapshot unless their click is still
+/// kept or a delivery is still pending; reports keep counting them (counters are apart).
+pub const CONVERSION_RETENTION_MS: u64 = MERCHANT_REF_WINDOW_MS;
 
 /// Why a write was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +171,11 @@ pub enum Cmd {
 /// A reply to send once the batch's fate is known (`true`: durable).
 type Deferred = Box<dyn FnOnce(bool) + Send>;
 
+/// Where a shard's actor lives: the task locks it for each batch; dropping the engine takes
+/// the actor out (joining its syncer and closing its log) so the data directory can be
+/// reopened at once, as a crash would leave it.
+pub type ShardSlot = Arc<Mutex<Option<ShardActor>>>;
+
 /// The shard's metric handles, looked up once: `metrics::gauge!` with a label allocates
 /// the label and searches the registry on every call, which per batch of one command (a
 /// lightly loaded shard) was a visible share of a click's cost.
@@ -194,11 +212,16 @@ impl ShardMetrics {
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
     pub index: usize,
+    /// `sync = always`: answers wait for the sync that covers them (group commit).
+    pub sync_always: bool,
     pub sync_interval: Option<std::time::Duration>,
     pub snapshot_every_records: u64,
 }
 
 pub struct ShardActor {
+    // Declared first so it drops first: the syncer finishes what it was sent before the
+    // log closes.
+    syncer: Syncer,
     settings: ShardSettings,
     pub state: ShardState,
     wal: wal::Wal,
@@ -207,12 +230,11 @@ pub struct ShardActor {
     poisoned: Option<String>,
     records_since_snapshot: u64,
     buf: Vec<u8>,
-    /// Work of the current batch.
-    deferred: Vec<Deferred>,
-    jobs: Vec<DeliveryJob>,
-    reservations: Vec<((u32, String), Id)>,
+    /// What waits on the current batch's durability.
+    current: SyncJob,
     wrote: bool,
-    metrics: ShardMetrics,
+    /// Taken at the first batch, after the process installed its recorder (see `meters`).
+    metrics: Option<ShardMetrics>,
 }
 
 /// Rebuilds a shard's state from what its log recovered.
@@ -244,41 +266,29 @@ pub fn recover_state(recovered: &wal::Recovered) -> Result<ShardState, crate::Er
     Ok(state)
 }
 
-/// Yields of the CPU at most while gathering one batch (see [`gather`]): each costs about
-/// a microsecond when nothing else wants the CPU, so the bound keeps an idle shard's
-/// latency unchanged while letting a busy one collect what its callers are about to send.
-pub const GATHER_YIELDS: usize = 4;
+fn lock(slot: &ShardSlot) -> std::sync::MutexGuard<'_, Option<ShardActor>> {
+    // A panic inside a batch is caught before it can poison the lock (see `run`).
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-/// Fills `batch` from the mailbox up to [`MAX_BATCH`]: whatever is queued, then, while
-/// yielding the CPU brings more, that too.
-///
-/// Why yield: the command that woke this thread was sent by an HTTP worker that is still
-/// parsing the requests that arrived with it. Parking again at once would make every
-/// command cost two thread switches (wake the shard, wake the caller) and every commit
-/// cover one command; giving the CPU back once lets those callers enqueue their commands,
-/// so one wake-up, one commit and one reply round serve them all. The first yield that
-/// brings nothing ends the gathering, and [`GATHER_YIELDS`] bounds it, so an idle shard
-/// adds a microsecond or two. Nothing is acknowledged earlier than before: replies still
-/// wait for the commit that covers them.
+/// Runs long blocking work (a snapshot: encoding the whole shard and syncing it) so the
+/// runtime's other tasks move to another worker meanwhile; on a current-thread runtime
+/// (tests) it just runs.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Fills `batch` from the mailbox up to [`MAX_BATCH`] with whatever is queued. No need to
+/// wait for more: what arrives while the syncer is busy joins the next sync anyway.
 fn gather(mailbox: &mut mpsc::Receiver<Cmd>, batch: &mut Vec<Cmd>) {
-    let mut drain = |batch: &mut Vec<Cmd>| {
-        let before = batch.len();
-        while batch.len() < MAX_BATCH {
-            match mailbox.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
-        }
-        batch.len() > before
-    };
-    drain(batch);
-    for _ in 0..GATHER_YIELDS {
-        if batch.len() >= MAX_BATCH {
-            break;
-        }
-        std::thread::yield_now();
-        if !drain(batch) {
-            break;
+    while batch.len() < MAX_BATCH {
+        match mailbox.try_recv() {
+            Ok(cmd) => batch.push(cmd),
+            Err(_) => break,
         }
     }
 }
@@ -290,9 +300,9 @@ impl ShardActor {
         wal: wal::Wal,
         shared: Arc<Shared>,
         dispatcher: Dispatcher,
-    ) -> Self {
-        let settings_index = settings.index;
-        ShardActor {
+    ) -> std::io::Result<Self> {
+        Ok(ShardActor {
+            syncer: Syncer::start(settings.index, Arc::clone(&shared), dispatcher.clone())?,
             settings,
             state,
             wal,
@@ -301,116 +311,164 @@ impl ShardActor {
             poisoned: None,
             records_since_snapshot: 0,
             buf: Vec::with_capacity(512),
-            deferred: Vec::new(),
-            jobs: Vec::new(),
-            reservations: Vec::new(),
+            current: SyncJob::default(),
             wrote: false,
-            metrics: ShardMetrics::new(settings_index),
-        }
+            metrics: None,
+        })
     }
 
-    /// Runs the actor on the current thread until shutdown or until every sender is gone.
-    pub fn run(mut self, mut mailbox: mpsc::Receiver<Cmd>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                self.shared
-                    .health
-                    .fault(format!("shard {}: cannot start: {e}", self.settings.index));
-                return;
-            }
+    /// Runs the actor in `slot` until shutdown, until every sender is gone, or until the
+    /// slot is emptied (the engine was dropped).
+    pub async fn run(slot: ShardSlot, mut mailbox: mpsc::Receiver<Cmd>) {
+        let (index, sync_interval) = match lock(&slot).as_ref() {
+            Some(actor) => (actor.settings.index, actor.settings.sync_interval),
+            None => return,
         };
-        runtime.block_on(async move {
-            let mut dirty = false;
-            loop {
-                let first = match self.settings.sync_interval {
-                    Some(interval) if dirty => {
-                        let wait = self.wal.sync_due_in().unwrap_or(interval);
-                        tokio::select! {
-                            cmd = mailbox.recv() => cmd,
-                            _ = tokio::time::sleep(wait) => {
-                                if let Err(e) = self.wal.commit() {
-                                    self.poison(e.to_string());
-                                }
-                                dirty = false;
-                                continue;
+        let mut dirty = false;
+        let mut batch = Vec::with_capacity(16);
+        loop {
+            let first = match sync_interval {
+                Some(interval) if dirty => {
+                    let wait = lock(&slot)
+                        .as_ref()
+                        .and_then(|a| a.wal.sync_due_in())
+                        .unwrap_or(interval);
+                    tokio::select! {
+                        cmd = mailbox.recv() => cmd,
+                        _ = tokio::time::sleep(wait) => {
+                            if let Some(actor) = lock(&slot).as_mut() {
+                                actor.sync_in_background();
                             }
+                            dirty = false;
+                            continue;
                         }
                     }
-                    _ => mailbox.recv().await,
-                };
-                let Some(first) = first else { break };
-                self.metrics.queue_depth.set(mailbox.len() as f64);
-                let mut batch = Vec::with_capacity(16);
-                batch.push(first);
-                gather(&mut mailbox, &mut batch);
-                let (stop, wrote) = self.run_batch(batch);
-                dirty |= wrote;
-                if stop {
+                }
+                _ => mailbox.recv().await,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            gather(&mut mailbox, &mut batch);
+            let queued = mailbox.len();
+            let mut guard = lock(&slot);
+            let Some(actor) = guard.as_mut() else { break };
+            actor.metrics().queue_depth.set(queued as f64);
+            // A bug must not silently take a shard away: report it as a fault and stop.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                actor.run_batch(&mut batch)
+            }));
+            batch.clear();
+            match ran {
+                Ok((stop, wrote)) => {
+                    dirty |= wrote;
+                    if stop {
+                        // Closes the log and joins the syncer (which sends the shutdown
+                        // answer last).
+                        guard.take();
+                        break;
+                    }
+                }
+                Err(_) => {
+                    if let Some(actor) = guard.take() {
+                        actor
+                            .shared
+                            .health
+                            .fault(format!("shard {index} stopped after a panic"));
+                    }
                     break;
                 }
             }
-        });
+        }
     }
 
-    /// Applies a batch, commits once, answers. Returns (stop, wrote).
-    fn run_batch(&mut self, batch: Vec<Cmd>) -> (bool, bool) {
+    /// Applies a batch and hands it to the syncer. Returns (stop, wrote).
+    fn run_batch(&mut self, batch: &mut Vec<Cmd>) -> (bool, bool) {
         let mut shutdown = None;
         let size = batch.len();
-        for cmd in batch {
+        for cmd in batch.drain(..) {
             match cmd {
                 Cmd::Shutdown(reply) => shutdown = Some(reply),
                 cmd => self.handle(cmd),
             }
         }
-        self.metrics.batch_commands.record(size as f64);
+        self.metrics().batch_commands.record(size as f64);
         let wrote = self.wrote;
-        let mut durable = true;
+        let mut job = std::mem::take(&mut self.current);
         if self.wrote {
-            if let Err(e) = self.wal.commit() {
-                self.poison(e.to_string());
-                durable = false;
-            }
             self.wrote = false;
+            if self.settings.sync_always {
+                match self.wal.begin_sync() {
+                    Ok(pending) => job.pending = pending,
+                    Err(e) => {
+                        self.poison(e.to_string());
+                        job.finish_here(false, &self.shared, &self.dispatcher);
+                        job = SyncJob::default();
+                    }
+                }
+            } else if self.wal.sync_due_in() == Some(std::time::Duration::ZERO) {
+                // `interval`: a sync is due; the syncer runs it, answers do not wait.
+                self.sync_in_background();
+            }
             let stats = self.wal.stats();
-            let m = &self.metrics;
+            let states = self.state.delivery_states();
+            let m = self.metrics();
             m.wal_bytes.set(stats.bytes_appended as f64);
             m.wal_syncs.set(stats.syncs as f64);
             m.wal_last_sync_batch_records
                 .set(stats.last_sync_batch_records as f64);
-            for (gauge, n) in m.deliveries.iter().zip(self.state.delivery_states()) {
+            for (gauge, n) in m.deliveries.iter().zip(states) {
                 gauge.set(n as f64);
             }
         }
-        if !durable {
-            for (key, id) in self.reservations.drain(..) {
-                self.shared
-                    .merchant_refs
-                    .remove_if(&key, |_, (rid, _)| *rid == id);
-            }
-            self.jobs.clear();
+        if job.pending.is_some() {
+            self.syncer.send(job, &self.shared, &self.dispatcher);
+        } else {
+            // Nothing to wait for (reads, refusals, or a policy that answers before the
+            // sync): answer now, without a trip through the syncer.
+            job.finish_here(
+                self.poisoned.is_none() || !wrote,
+                &self.shared,
+                &self.dispatcher,
+            );
         }
-        self.reservations.clear();
-        for reply in self.deferred.drain(..) {
-            reply(durable);
-        }
-        for job in self.jobs.drain(..) {
-            self.dispatcher.submit(job);
-        }
-        if durable && self.records_since_snapshot >= self.settings.snapshot_every_records {
-            self.snapshot();
+        if self.records_since_snapshot >= self.settings.snapshot_every_records {
+            blocking(|| self.snapshot());
         }
         if let Some(reply) = shutdown {
             if let Err(e) = self.wal.sync() {
                 self.poison(e.to_string());
             }
-            let _ = reply.send(());
+            // Through the syncer, so it comes after every answer still waiting there.
+            let answer = SyncJob {
+                replies: vec![Box::new(move |_| {
+                    let _ = reply.send(());
+                })],
+                ..SyncJob::default()
+            };
+            self.syncer.send(answer, &self.shared, &self.dispatcher);
             return (true, wrote);
         }
         (false, wrote)
+    }
+
+    /// Under `sync = interval`: starts a sync of what is due without waiting for it.
+    fn sync_in_background(&mut self) {
+        match self.wal.begin_sync() {
+            Ok(Some(pending)) => {
+                let job = SyncJob {
+                    pending: Some(pending),
+                    ..SyncJob::default()
+                };
+                self.syncer.send(job, &self.shared, &self.dispatcher);
+            }
+            Ok(None) => {}
+            Err(e) => self.poison(e.to_string()),
+        }
+    }
+
+    fn metrics(&mut self) -> &ShardMetrics {
+        let index = self.settings.index;
+        self.metrics.get_or_insert_with(|| ShardMetrics::new(index))
     }
 
     fn poison(&mut self, reason: String) {
@@ -451,7 +509,7 @@ impl ShardActor {
         ok: T,
         unavailable: impl FnOnce() -> T + Send + 'static,
     ) {
-        self.deferred.push(Box::new(move |durable| {
+        self.current.replies.push(Box::new(move |durable| {
             let _ = reply.send(if durable { ok } else { unavailable() });
         }));
     }
@@ -580,7 +638,9 @@ impl ShardActor {
                 for c in &self.state.conversions {
                     for d in &c.deliveries {
                         if d.state == DeliveryState::Pending {
-                            self.jobs.push(crate::delivery::job(&Id(c.id), d));
+                            self.current
+                                .deliveries
+                                .push(crate::delivery::job(&Id(c.id), d));
                         }
                     }
                 }
@@ -644,7 +704,7 @@ impl ShardActor {
             .map_err(|e| AdminError::Unavailable(e.0))?;
         self.state.apply(record);
         for d in &deliveries {
-            self.jobs.push(crate::delivery::job(id, d));
+            self.current.deliveries.push(crate::delivery::job(id, d));
         }
         let view = self
             .state
@@ -676,7 +736,9 @@ impl ShardActor {
             .iter()
             .find(|d| d.seq == id.seq)
             .ok_or(AdminError::NotFound)?;
-        self.jobs.push(crate::delivery::job(&id.conversion, d));
+        self.current
+            .deliveries
+            .push(crate::delivery::job(&id.conversion, d));
         Ok(crate::view::delivery_view(c, d))
     }
 
@@ -784,20 +846,35 @@ impl ShardActor {
             .collect()
     }
 
-    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life
-    /// and impression entries past their campaign's unique window, and lets the log delete
-    /// the segments it covers.
+    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life,
+    /// impression entries past their campaign's unique window and settled conversions past
+    /// [`CONVERSION_RETENTION_MS`], and lets the log delete the segments it covers.
     fn snapshot(&mut self) {
         let now = self.now_ms();
         let catalog = &self.shared.catalog;
         let keep_clicks_since = now.saturating_sub(catalog.max_cookie_life_ms());
-        let snap = self.state.to_snapshot(keep_clicks_since, |campaign, t| {
-            catalog.campaign(campaign).is_some_and(|c| {
-                now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
-            })
-        });
+        let keep_conversions_since = now.saturating_sub(CONVERSION_RETENTION_MS);
+        let snap = self.state.to_snapshot(
+            keep_clicks_since,
+            |campaign, t| {
+                catalog.campaign(campaign).is_some_and(|c| {
+                    now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
+                })
+            },
+            // A conversion stays while its click does (it is what makes a second
+            // conversion of that click and event a duplicate) and while a delivery of it
+            // is still being retried.
+            |c, click_kept| {
+                click_kept
+                    || c.time_ms >= keep_conversions_since
+                    || c.deliveries
+                        .iter()
+                        .any(|d| d.state == DeliveryState::Pending)
+            },
+        );
         let dropped = self.state.click_count() - snap.clicks.len();
-        let pruned = self.state.impression_entries() - snap.impressions.len();
+        let pruned = self.state.impression_entries() - snap.impressions.len()
+            + (self.state.conversions.len() - snap.conversions.len());
         let data = codec::encode_shard_snapshot(&snap);
         let lsn = self.wal.next_lsn();
         match self.wal.write_snapshot(lsn, &data) {

@@ -620,10 +620,13 @@ impl ShardState {
 
     /// The whole state, for a snapshot. Clicks older than `keep_clicks_since_ms` and
     /// impression entries for which `keep_impression` says no are left out.
+    ///
+    /// `keep_conversion` is asked about each conversion with whether its click is kept.
     pub fn to_snapshot(
         &self,
         keep_clicks_since_ms: u64,
         keep_impression: impl Fn(u32, u64) -> bool,
+        keep_conversion: impl Fn(&ConversionRec, bool) -> bool,
     ) -> ShardSnapshot {
         let mut tails = TailInterner::default();
         let mut clicks = Vec::with_capacity(self.click_count);
@@ -661,7 +664,19 @@ impl ShardState {
         ShardSnapshot {
             clicks,
             tails: tails.items.iter().map(|t| t.as_ref().clone()).collect(),
-            conversions: self.conversions.clone(),
+            conversions: self
+                .conversions
+                .iter()
+                .filter(|c| {
+                    let click_kept = c.click_id.is_some_and(|id| {
+                        self.find_click(&Id(id))
+                            .and_then(|i| self.click(i))
+                            .is_some_and(|click| click.time_ms >= keep_clicks_since_ms)
+                    });
+                    keep_conversion(c, click_kept)
+                })
+                .cloned()
+                .collect(),
             impressions,
             counters,
         }

@@ -73,6 +73,78 @@ impl FsStorage {
         })
     }
 
+    /// Creates a segment or snapshot file durably (see [`Storage::create`]); `zero_fill`
+    /// writes real zeros after `head` (see [`write_zeros`]).
+    fn create_file(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        head: &[u8],
+        zero_fill: bool,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let result = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            let size_bytes = size_bytes.max(head.len() as u64).max(1);
+            allocate(&file, size_bytes)?;
+            file.write_all_at(head, 0)?;
+            if zero_fill {
+                write_zeros(&file, head.len() as u64, size_bytes)?;
+            }
+            file.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(name))?;
+            self.sync_dir()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Maps `name` shared and writable, first allocating it to `size_bytes` if shorter.
+    fn map(&self, name: &str, size_bytes: u64, populate: Populate) -> io::Result<MappedSegment> {
+        self.check_writable()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(name))?;
+        if file.metadata()?.len() < size_bytes {
+            allocate(&file, size_bytes)?;
+            file.sync_all()?;
+        }
+        let len = usize::try_from(size_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        let mut options = MmapOptions::new();
+        options.len(len);
+        if populate == Populate::Read {
+            // Faults the pages in now (on the preparing thread, for new segments) rather
+            // than one by one during appends; each still takes a write fault when first
+            // written.
+            options.populate();
+        }
+        // SAFETY: the file is at least `len` bytes long with its blocks allocated (above, or
+        // by `create`), so page faults in the mapping cannot hit a hole. Only this process
+        // writes it (the directory lock), and the log never truncates a mapped file. An
+        // outside truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
+        // same).
+        let map = unsafe { options.map_mut(&file)? };
+        if populate == Populate::Write {
+            // Best effort: before Linux 5.14 this fails with EINVAL and appends take the
+            // faults instead, which is slower but correct.
+            let _ = map.advise_range(memmap2::Advice::PopulateWrite, 0, len);
+        }
+        Ok(MappedSegment {
+            map,
+            file: Arc::new(FileSync(file)),
+        })
+    }
+
     fn check_writable(&self) -> io::Result<()> {
         if self.read_only {
             return Err(io::Error::new(
@@ -180,53 +252,25 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
-        self.check_writable()?;
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let result = (|| {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            let size_bytes = size_bytes.max(head.len() as u64).max(1);
-            allocate(&file, size_bytes)?;
-            file.write_all_at(head, 0)?;
-            write_zeros(&file, head.len() as u64, size_bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.dir.join(name))?;
-            self.sync_dir()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        self.create_file(name, size_bytes, head, true)
+    }
+
+    /// Allocated but not zeroed: prefaulting a page of an unwritten extent zero-fills it
+    /// in memory without reading the disk, on the preparing thread, and the zeros are
+    /// never written at all where records overwrite them first.
+    fn create_prefaulted(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        head: &[u8],
+    ) -> io::Result<Box<dyn MappedFile>> {
+        self.create_file(name, size_bytes, head, false)?;
+        let segment = self.map(name, size_bytes, Populate::Write)?;
+        Ok(Box::new(segment))
     }
 
     fn open_mapped(&self, name: &str, size_bytes: u64) -> io::Result<Box<dyn MappedFile>> {
-        self.check_writable()?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(name))?;
-        if file.metadata()?.len() < size_bytes {
-            allocate(&file, size_bytes)?;
-            file.sync_all()?;
-        }
-        let len = usize::try_from(size_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-        // SAFETY: the file is at least `len` bytes long with its blocks allocated (above, or
-        // by `create`), so page faults in the mapping cannot hit a hole. Only this process
-        // writes it (the directory lock), and the log never truncates a mapped file. An
-        // outside truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
-        // same).
-        // `populate` faults the pages in now (on the preparing thread, for new segments)
-        // rather than one by one during appends.
-        let map = unsafe { MmapOptions::new().len(len).populate().map_mut(&file)? };
-        Ok(Box::new(MappedSegment {
-            map,
-            file: Arc::new(FileSync(file)),
-        }))
+        Ok(Box::new(self.map(name, size_bytes, Populate::Read)?))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -242,6 +286,15 @@ impl Storage for FsStorage {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// How a mapping's pages are faulted in before use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Populate {
+    /// Mapped read-only in the page tables: the first write to each page still faults.
+    Read,
+    /// Mapped writable and dirty: appends take no faults.
+    Write,
 }
 
 /// A segment mapped shared and writable.

@@ -37,6 +37,20 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// renamed into place and the directory synced. Fails with `ENOSPC` when the disk is full.
     fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()>;
 
+    /// Creates a segment as [`Storage::create`] does and maps it with every page already
+    /// faulted in writable, so appends into it take no page faults. Its pages count as
+    /// dirty from the start and a whole-file sync would write them all: for logs that do
+    /// not sync until the segment is full (`SyncPolicy::Never`).
+    fn create_prefaulted(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        head: &[u8],
+    ) -> io::Result<Box<dyn MappedFile>> {
+        self.create(name, size_bytes, head)?;
+        self.open_mapped(name, size_bytes)
+    }
+
     /// Opens an existing file for in-place writes, first allocating it to `size_bytes` if it
     /// is shorter (a file cut short by an operator or a crash).
     fn open_mapped(&self, name: &str, size_bytes: u64) -> io::Result<Box<dyn MappedFile>>;
