@@ -75,11 +75,26 @@ pub fn expand_url(template: &str, macros: &dyn Macros) -> String {
             for _ in 0..value.len() {
                 out.push_str("%2E");
             }
+        } else if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+            // Nothing to encode (click IDs, numbers, most sub IDs): copied in one go.
+            out.push_str(value);
         } else {
             out.extend(utf8_percent_encode(value, URL_VALUE));
         }
     })
 }
+
+/// The bytes [`URL_VALUE`] leaves as they are (RFC 3986 "unreserved"), as a table.
+const UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < table.len() {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
 
 /// Expands an HTML/script template; every substituted value is HTML-escaped.
 pub fn expand_html(template: &str, macros: &dyn Macros) -> String {
@@ -314,6 +329,19 @@ mod tests {
             expand_html("<b>{cid}:{click_id}</b>", &Numbers),
             "<b>0:x&amp;y</b>"
         );
+    }
+
+    /// The fast path's table and the encoder's set agree on every byte.
+    #[test]
+    fn unreserved_bytes_are_exactly_those_the_encoder_keeps() {
+        for b in 0..=255u8 {
+            let byte = [b];
+            let encoded: String = percent_encoding::percent_encode(&byte, URL_VALUE).collect();
+            let kept = encoded.as_bytes() == byte;
+            assert_eq!(UNRESERVED[usize::from(b)], kept, "byte {b:#04x}");
+        }
+        assert_eq!(expand_url("{sid1}", &Numbers), "");
+        assert_eq!(expand_url("x{click_id}", &Numbers), "xx%26y");
     }
 
     #[test]

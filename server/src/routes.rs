@@ -535,16 +535,17 @@ fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answ
             pixels::script(&outcome.browser_pixels),
         ),
         PixelType::S2s => {
-            let answer = reply::bytes(
+            let mut answer = reply::bytes(
                 reply::status(outcome.status.http_status()),
                 reply::JSON,
                 crate::outcome::json(outcome),
             );
             if outcome.status == OutcomeStatus::Unavailable {
-                reply::with_header(answer, hyper::header::RETRY_AFTER, "1".to_string())
-            } else {
                 answer
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            answer
         }
     }
 }
