@@ -150,6 +150,25 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// CPU time of the whole process so far (every thread, user and system), from
+/// `/proc/self/stat` in clock ticks (USER_HZ, 100 per second on Linux); 0 if unreadable.
+/// On a shared machine CPU time per click varies far less than wall time per click.
+fn process_cpu_ms() -> u64 {
+    const MS_PER_TICK: u64 = 10;
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces): state is the 3rd
+            // field, utime and stime the 14th and 15th.
+            let rest = s.get(s.rfind(')')? + 2..)?;
+            let mut fields = rest.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some((utime + stime) * MS_PER_TICK)
+        })
+        .unwrap_or(0)
+}
+
 fn rss_anon_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -265,6 +284,10 @@ fn benches(c: &mut Criterion, smoke: bool, wants: impl Fn(&str) -> bool) {
     // hand-off and one reply per batch), so the figure is the shard's work (decide,
     // encode, append, index, count) plus minting and fingerprinting, comparable with the
     // 1 M clicks/s target. Requests are built outside the timed part.
+    // Besides wall time, the process CPU time of the timed parts (summed over every call,
+    // warm-up included) is printed per click: on this shared machine it moves far less with
+    // other load than the wall figure.
+    let (mut cpu_ms, mut cpu_clicks) = (0u64, 0u64);
     group.bench_function("click_ingest_one_shard_batched", |b| {
         b.iter_custom(|iters| {
             let mut elapsed = Duration::ZERO;
@@ -272,14 +295,23 @@ fn benches(c: &mut Criterion, smoke: bool, wants: impl Fn(&str) -> bool) {
             while done < iters {
                 let n = BATCH.min(iters - done);
                 let requests: Vec<ClickRequest> = (done..done + n).map(click).collect();
+                let cpu_before = process_cpu_ms();
                 let start = Instant::now();
                 runtime.block_on(engine.click_batch(requests));
                 elapsed += start.elapsed();
+                cpu_ms += process_cpu_ms() - cpu_before;
                 done += n;
             }
+            cpu_clicks += iters;
             elapsed
         })
     });
+    if cpu_ms > 0 {
+        println!(
+            "click_ingest_one_shard_batched: {:.0} clicks per CPU second ({cpu_clicks} clicks, {cpu_ms} ms of process CPU time)",
+            cpu_clicks as f64 * 1000.0 / cpu_ms as f64
+        );
+    }
 
     // Conversions need clicks to convert against: visitors 0..visitors, one click each.
     let visitors = if smoke {
