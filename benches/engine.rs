@@ -18,8 +18,10 @@
 //!
 //! Commands:
 //! - everything: `cargo bench --bench engine`
-//! - one part: `cargo bench --bench engine -- click_ingest` (a criterion filter; the memory
-//!   step runs only without a filter or with one it contains, e.g. `-- memory`)
+//! - one part: `cargo bench --bench engine -- click_ingest` (a criterion filter, matched
+//!   as a substring of `group/name`; the memory step runs only without a filter or with one
+//!   its name `memory_per_click` contains, e.g. `-- memory`; fixtures of parts left out are
+//!   not built)
 //! - memory at 10 M clicks: `CLICKS=10000000 cargo bench --bench engine -- memory`
 //! - profile the batched ingest: build with `cargo bench --bench engine --no-run`, then
 //!   `perf record -g target/release/deps/engine-<hash> --bench click_ingest_one_shard_batched
