@@ -23,6 +23,8 @@
 //!   its name `memory_per_click` contains, e.g. `-- memory`; fixtures of parts left out are
 //!   not built)
 //! - memory at 10 M clicks: `CLICKS=10000000 cargo bench --bench engine -- memory`
+//! - ingest without periodic snapshots (what they cost):
+//!   `SNAPSHOT_EVERY_RECORDS=18446744073709551615 cargo bench --bench engine -- click_ingest`
 //! - profile the batched ingest: build with `cargo bench --bench engine --no-run`, then
 //!   `perf record -g target/release/deps/engine-<hash> --bench click_ingest_one_shard_batched
 //!   --profile-time 20`
@@ -51,12 +53,22 @@ const CONVERSION_CLICKS: u64 = 20_000;
 /// Sizes of the smoke run (`cargo test --benches`): enough to exercise every path.
 const SMOKE_CLICKS: u64 = 2_000;
 
+/// The engine's snapshot interval, or `SNAPSHOT_EVERY_RECORDS` from the environment (to
+/// see what periodic full snapshots cost the ingest figures).
+fn snapshot_every_records() -> u64 {
+    std::env::var("SNAPSHOT_EVERY_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(StorageConfig::default().snapshot_every_records)
+}
+
 fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
     EngineConfig {
         storage: StorageConfig {
             data_dir: dir.to_path_buf(),
             shards,
             sync: SyncMode::Never,
+            snapshot_every_records: snapshot_every_records(),
             ..StorageConfig::default()
         },
         campaigns: vec![Campaign {
