@@ -12,6 +12,7 @@ use crate::codec::{
 };
 use crate::config::ConversionStatus;
 use crate::ids::Id;
+use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -56,133 +57,27 @@ fn fp_hash(fingerprint: u64, campaign_id: u32) -> u64 {
     fingerprint ^ u64::from(campaign_id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// An entry of a click index: the click's index in the store and 32 bits of its key's
+/// hash. With the bits at hand the table rehashes as it grows, and skips entries of other
+/// keys, without reading the click store: each such read is a cache miss into hundreds of
+/// megabytes, and growing the tables that way was a tenth of a click's cost on the shard.
+/// Costs 4 bytes per entry (about 5 B per click per index at the tables' load).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    idx: u32,
+    tag: u32,
+}
+
 /// A click index's tag: 32 bits of the key's hash (itself random: an ID's random bits or a
 /// keyed fingerprint).
 fn tag_of(hash: u64) -> u32 {
     hash as u32
 }
 
-/// An index from a key (a click ID; a fingerprint and campaign) to click indexes: open
-/// addressing with linear probing over one array of 8-byte slots, each holding the click's
-/// index and 32 bits of its key's hash (its tag).
-///
-/// Why not a `hashbrown` table: inserting into a table of millions of entries costs a
-/// cache miss per line it touches, and hashbrown touches two (its control bytes and its
-/// entries are apart); here a probe stays in one line nearly always. With the tag at hand
-/// the index grows, and skips entries of other keys, without reading the click store
-/// (another cache miss each, into hundreds of megabytes).
-///
-/// Entries are never removed (a shard drops clicks only by rebuilding from a snapshot).
-#[derive(Default)]
-struct ClickIndex {
-    /// `EMPTY`, or `tag << 32 | click index`.
-    slots: Vec<u64>,
-    len: usize,
-}
-
-impl ClickIndex {
-    /// An unused slot. The same bits as a click of index `u32::MAX` whose tag is all ones,
-    /// which cannot be stored: a shard's click indexes are `u32` counted from 0 and the
-    /// click store would need hundreds of gigabytes to reach it.
-    const EMPTY: u64 = u64::MAX;
-    /// Slots of the first table (a power of two, as every size is).
-    const MIN_SLOTS: usize = 16;
-    /// Load at most 3/4: linear probing's probe lengths stay short (2.5 slots on average
-    /// for a hit, 8.5 for a miss at the worst load, that is one or two cache lines).
-    const LOAD_NUM: usize = 3;
-    const LOAD_DEN: usize = 4;
-
-    fn pack(tag: u32, idx: u32) -> u64 {
-        u64::from(tag) << 32 | u64::from(idx)
-    }
-
-    /// The first slot to probe: the multiplication spreads every bit of the tag into the
-    /// high half, which picks the slot (Fibonacci hashing).
-    fn home(&self, tag: u32) -> usize {
-        ((u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & self.mask()
-    }
-
-    fn mask(&self) -> usize {
-        self.slots.len().wrapping_sub(1)
-    }
-
-    /// The slot of the entry with this tag for which `is_key` (given the click index) says
-    /// yes, or else the empty slot where such an entry would go.
-    fn probe(&self, tag: u32, is_key: impl Fn(u32) -> bool) -> Result<usize, usize> {
-        if self.slots.is_empty() {
-            return Err(0);
-        }
-        let mask = self.mask();
-        let mut i = self.home(tag);
-        // The load bound keeps an empty slot, so the loop ends within the table.
-        loop {
-            let slot = self.slots[i];
-            if slot == Self::EMPTY {
-                return Err(i);
-            }
-            if (slot >> 32) as u32 == tag && is_key(slot as u32) {
-                return Ok(i);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn find(&self, tag: u32, is_key: impl Fn(u32) -> bool) -> Option<u32> {
-        self.probe(tag, is_key).ok().map(|i| self.slots[i] as u32)
-    }
-
-    /// Makes room for `additional` more entries (growing to the next power of two that
-    /// keeps the load bound).
-    fn reserve(&mut self, additional: usize) {
-        let needed = self.len.saturating_add(additional);
-        if needed.saturating_mul(Self::LOAD_DEN) <= self.slots.len() * Self::LOAD_NUM {
-            return;
-        }
-        let slots = (needed.saturating_mul(Self::LOAD_DEN) / Self::LOAD_NUM + 1)
-            .next_power_of_two()
-            .max(Self::MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![Self::EMPTY; slots]);
-        let mask = self.mask();
-        for slot in old.into_iter().filter(|&s| s != Self::EMPTY) {
-            let mut i = self.home((slot >> 32) as u32);
-            while self.slots[i] != Self::EMPTY {
-                i = (i + 1) & mask;
-            }
-            self.slots[i] = slot;
-        }
-    }
-
-    /// Inserts or replaces the entry for a key: `keep_old` (given the stored click index)
-    /// says whether an existing entry stays as it is.
-    fn upsert(
-        &mut self,
-        tag: u32,
-        idx: u32,
-        is_key: impl Fn(u32) -> bool,
-        keep_old: impl Fn(u32) -> bool,
-    ) {
-        self.reserve(1);
-        match self.probe(tag, is_key) {
-            Ok(i) => {
-                if !keep_old(self.slots[i] as u32) {
-                    self.slots[i] = Self::pack(tag, idx);
-                }
-            }
-            Err(i) => {
-                self.slots[i] = Self::pack(tag, idx);
-                self.len += 1;
-            }
-        }
-    }
-
-    /// Inserts an entry whose key is not in the index (a new click ID).
-    fn insert_new(&mut self, tag: u32, idx: u32) {
-        self.upsert(tag, idx, |_| false, |_| false);
-    }
-
-    fn allocation_size(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<u64>()
-    }
+/// The table hash of a tag. The multiplication carries every bit of the tag into the top
+/// bits hashbrown keeps as its control byte; the low bits (the bucket) stay the tag's own.
+fn slot_hash(tag: u32) -> u64 {
+    u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The maps on the click path (interners, counters, impressions) hash with hashbrown's
@@ -298,9 +193,9 @@ pub struct ShardState {
     chunks: Vec<Vec<ClickCore>>,
     click_count: usize,
     /// Click index by ID (the tag is the ID's random bits).
-    by_id: ClickIndex,
+    by_id: HashTable<Slot>,
     /// Latest click per (fingerprint, campaign).
-    by_fingerprint: ClickIndex,
+    by_fingerprint: HashTable<Slot>,
     ipv6: HashMap<u32, Ipv6Addr>,
     tails: TailInterner,
     sid1s: StrInterner,
@@ -367,18 +262,25 @@ impl ShardState {
     }
 
     pub fn find_click(&self, id: &Id) -> Option<u32> {
-        self.by_id.find(tag_of(id.hash64()), |i| {
-            self.click(i).is_some_and(|c| c.id == *id)
-        })
+        let tag = tag_of(id.hash64());
+        self.by_id
+            .find(slot_hash(tag), |s| {
+                s.tag == tag && self.click(s.idx).is_some_and(|c| c.id == *id)
+            })
+            .map(|s| s.idx)
     }
 
     /// The latest click of this fingerprint on this campaign.
     pub fn latest_click(&self, fingerprint: u64, campaign_id: u32) -> Option<u32> {
+        let tag = tag_of(fp_hash(fingerprint, campaign_id));
         self.by_fingerprint
-            .find(tag_of(fp_hash(fingerprint, campaign_id)), |i| {
-                self.click(i)
-                    .is_some_and(|c| c.fingerprint == fingerprint && c.campaign_id == campaign_id)
+            .find(slot_hash(tag), |s| {
+                s.tag == tag
+                    && self.click(s.idx).is_some_and(|c| {
+                        c.fingerprint == fingerprint && c.campaign_id == campaign_id
+                    })
             })
+            .map(|s| s.idx)
     }
 
     pub fn last_impression_ms(&self, fingerprint: u64, campaign_id: u32) -> Option<u64> {
@@ -518,17 +420,27 @@ impl ShardState {
         self.click_count += 1;
         let chunks = &self.chunks;
         let get = |i: u32| chunks[i as usize / CHUNK_CLICKS][i as usize % CHUNK_CLICKS];
-        self.by_id.insert_new(tag_of(core.id.hash64()), idx);
+        let tag = tag_of(core.id.hash64());
+        self.by_id
+            .insert_unique(slot_hash(tag), Slot { idx, tag }, |s| slot_hash(s.tag));
         // The fingerprint index keeps the latest click (by time) per (fingerprint, campaign).
-        self.by_fingerprint.upsert(
-            tag_of(fp_hash(core.fingerprint, core.campaign_id)),
-            idx,
-            |i| {
-                let c = get(i);
+        let tag = tag_of(fp_hash(core.fingerprint, core.campaign_id));
+        match self.by_fingerprint.find_mut(slot_hash(tag), |s| {
+            s.tag == tag && {
+                let c = get(s.idx);
                 c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
-            },
-            |i| get(i).time_ms > core.time_ms,
-        );
+            }
+        }) {
+            Some(slot) => {
+                if get(slot.idx).time_ms <= core.time_ms {
+                    slot.idx = idx;
+                }
+            }
+            None => {
+                self.by_fingerprint
+                    .insert_unique(slot_hash(tag), Slot { idx, tag }, |s| slot_hash(s.tag));
+            }
+        }
     }
 
     pub fn apply_click(&mut self, c: ClickRec) {
@@ -594,8 +506,8 @@ impl ShardState {
     /// Makes room for `clicks` more clicks in the click indexes (recovery knows how many
     /// it will replay), so they are not rehashed as they grow.
     pub fn reserve_clicks(&mut self, clicks: usize) {
-        self.by_id.reserve(clicks);
-        self.by_fingerprint.reserve(clicks);
+        self.by_id.reserve(clicks, |s| slot_hash(s.tag));
+        self.by_fingerprint.reserve(clicks, |s| slot_hash(s.tag));
     }
 
     pub fn apply_impression(&mut self, i: &ImpressionRec) {
@@ -965,41 +877,6 @@ mod tests {
                 "seed {seed}: click {idx} rebuilt"
             );
         }
-    }
-
-    /// Entries sharing one tag (so one probe chain) stay apart by their keys, across the
-    /// table's end (the chain wraps around) and across growth; an upsert replaces only
-    /// when told to.
-    #[test]
-    fn click_index_keeps_entries_of_one_tag_apart() {
-        let mut index = ClickIndex::default();
-        index.reserve(1);
-        assert_eq!(index.slots.len(), ClickIndex::MIN_SLOTS);
-        // A tag whose chain starts near the table's end, so it wraps.
-        let tag = (0..)
-            .find(|&t| index.home(t) == ClickIndex::MIN_SLOTS - 2)
-            .expect("some tag starts there");
-        let key = |k: u32| move |i: u32| i % 1000 == k;
-        for k in 0..40u32 {
-            index.upsert(tag, k, key(k), |_| false);
-            assert_eq!(index.len, k as usize + 1);
-            for j in 0..=k {
-                assert_eq!(
-                    index.find(tag, key(j)),
-                    Some(j),
-                    "key {j} after {k} inserts"
-                );
-            }
-            assert_eq!(index.find(tag, key(k + 1)), None);
-            assert_eq!(index.find(tag ^ 1, key(k)), None, "another tag");
-        }
-        // Replacing: kept when told so, replaced otherwise; the count stays.
-        index.upsert(tag, 1005, key(5), |_| true);
-        assert_eq!(index.find(tag, key(5)), Some(5));
-        index.upsert(tag, 1005, key(5), |old| old > 1005);
-        assert_eq!(index.find(tag, key(5)), Some(1005));
-        assert_eq!(index.len, 40);
-        assert!(index.len * ClickIndex::LOAD_DEN <= index.slots.len() * ClickIndex::LOAD_NUM);
     }
 
     /// A snapshot keeps the tails its kept clicks use, once each, in order of first use,
