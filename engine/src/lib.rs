@@ -605,7 +605,7 @@ impl Engine {
     /// durably (per the sync policy). Rejected requests and untracked ones are skipped.
     ///
     /// For bulk ingestion and for measuring a shard's own apply path without the per-call
-    /// hand-off (`benches/engine_ingest.rs`): callers that need click IDs and landing URLs
+    /// hand-off (`benches/engine.rs`): callers that need click IDs and landing URLs
     /// use [`Engine::click`].
     pub async fn click_batch(&self, requests: Vec<ClickRequest>) -> usize {
         let mut per_shard: Vec<Vec<shard::ClickDraft>> =
