@@ -215,8 +215,9 @@ pub struct StorageConfig {
     /// Size of each preallocated log segment. Smaller segments let snapshots free disk
     /// sooner; larger ones rotate less often.
     pub segment_size_bytes: u64,
-    /// Records a shard appends between snapshots. A snapshot bounds recovery time and lets
-    /// old segments and expired clicks go.
+    /// Records a shard appends between snapshots (at least as many as the items the shard
+    /// holds: a snapshot writes them all). A snapshot bounds recovery time and lets old
+    /// segments and expired clicks go.
     pub snapshot_every_records: u64,
     /// Start-up only (`clicktrail serve --repair`, never from a file): recover past a
     /// checksum failure by dropping the damaged records, logging exactly what was dropped,

@@ -38,8 +38,10 @@
 //! [`dispatcher::Dispatcher`] after the commit, every `AttemptReport` is routed back to the
 //! owning shard and appended, and pending deliveries are resubmitted after recovery.
 //!
-//! **Snapshots** are written per shard every `storage.snapshot_every_records` records; they
-//! drop clicks past the longest cookie life and let the log delete old segments.
+//! **Snapshots** are written per shard every `storage.snapshot_every_records` records (or
+//! every as many records as the shard holds items, when that is more); they drop clicks
+//! past the longest cookie life and settled conversions past 90 days, and let the log
+//! delete old segments.
 //! **Resharding** at start-up re-routes every record to the new shard count with a
 //! crash-safe protocol ([`layout`]).
 //!
