@@ -122,6 +122,9 @@ pub struct Health {
     pub fault: Option<String>,
 }
 
+/// Clicks per command in [`Engine::click_batch`]: big enough that the hand-off is noise,
+/// small enough that the shard starts on the first chunk while the rest is minted.
+const CLICK_BATCH_CHUNK: usize = 256;
 /// How long shutdown waits for the last attempt reports to reach their shards.
 const ROUTER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default page size of `conversions` and `deliveries`.
@@ -190,22 +193,6 @@ fn recovery_mode(storage: &StorageConfig) -> wal::RecoveryMode {
     } else {
         wal::RecoveryMode::Strict
     }
-}
-
-/// Splits `items` into vectors of at most `size` (the last one shorter), moving them.
-fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
-    let mut out = Vec::with_capacity(items.len().div_ceil(size.max(1)));
-    let mut current = Vec::with_capacity(size.min(items.len()));
-    for item in items {
-        if current.len() == size {
-            out.push(std::mem::replace(&mut current, Vec::with_capacity(size)));
-        }
-        current.push(item);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }
 
 /// Cuts a value to [`MAX_VALUE_BYTES`] at a character boundary. The server refuses longer
@@ -510,16 +497,26 @@ impl Engine {
         self.inner.shared.clock.now_ms()
     }
 
+    /// Sends a command to a shard; the receiver of its answer, `None` when the shard is
+    /// gone.
+    async fn send<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Option<oneshot::Receiver<T>> {
+        let (tx, rx) = oneshot::channel();
+        let sender = self.inner.shards.get(shard)?;
+        sender.send(make(tx)).await.ok()?;
+        Some(rx)
+    }
+
     /// Sends a command to a shard and awaits its answer; `None` when the shard is gone.
     async fn ask<T>(
         &self,
         shard: usize,
         make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
     ) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        let sender = self.inner.shards.get(shard)?;
-        sender.send(make(tx)).await.ok()?;
-        rx.await.ok()
+        self.send(shard, make).await?.await.ok()
     }
 
     /// Asks every shard and collects the answers.
@@ -610,8 +607,9 @@ impl Engine {
     /// hand-off (`benches/engine.rs`): callers that need click IDs and landing URLs
     /// use [`Engine::click`].
     pub async fn click_batch(&self, requests: Vec<ClickRequest>) -> usize {
-        let mut per_shard: Vec<Vec<shard::ClickDraft>> =
-            (0..self.shard_count()).map(|_| Vec::new()).collect();
+        let shards = self.shard_count();
+        let mut per_shard: Vec<Vec<shard::ClickDraft>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut replies = Vec::new();
         for request in requests {
             let Ok((campaign, source, now)) = self.click_source(request.source) else {
                 continue;
@@ -629,13 +627,22 @@ impl Engine {
                 )
                 .await;
             per_shard[shard].push(draft);
+            // Hand over a chunk as soon as it fills, so the shard applies it while the
+            // next one is being minted (the answers are awaited at the end).
+            if per_shard[shard].len() >= CLICK_BATCH_CHUNK {
+                let chunk = std::mem::take(&mut per_shard[shard]);
+                replies.extend(self.send(shard, |reply| Cmd::Clicks(chunk, reply)).await);
+            }
+        }
+        for (shard, chunk) in per_shard.into_iter().enumerate() {
+            if !chunk.is_empty() {
+                replies.extend(self.send(shard, |reply| Cmd::Clicks(chunk, reply)).await);
+            }
         }
         let mut recorded = 0;
-        for (shard, drafts) in per_shard.into_iter().enumerate() {
-            for chunk in chunks(drafts, shard::MAX_BATCH) {
-                if let Some(Ok(n)) = self.ask(shard, |reply| Cmd::Clicks(chunk, reply)).await {
-                    recorded += n;
-                }
+        for reply in replies {
+            if let Ok(Ok(n)) = reply.await {
+                recorded += n;
             }
         }
         recorded
@@ -695,7 +702,7 @@ impl Engine {
         };
         let draft = shard::ClickDraft {
             rec,
-            campaign: Arc::clone(campaign),
+            unique_window_ms: window_ms,
             cookie: cookie_here,
             cookie_recent_elsewhere,
         };

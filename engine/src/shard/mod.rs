@@ -26,7 +26,7 @@ pub use convert::{ConvInput, ConvReply, How};
 use crate::api::{AdminError, DeliveryState, GroupKey};
 use crate::catalog::Catalog;
 use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, ShardRecord};
-use crate::config::{Campaign, ConversionStatus};
+use crate::config::ConversionStatus;
 use crate::dispatcher::{AttemptOutcome, AttemptReport, Dispatcher};
 use crate::ids::{DeliveryId, Id};
 use crate::stats::GroupTuple;
@@ -100,7 +100,9 @@ pub struct Shared {
 /// A click ready for its shard (ID minted, campaign checked).
 pub struct ClickDraft {
     pub rec: ClickRec,
-    pub campaign: Arc<Campaign>,
+    /// The campaign's unique window (a plain number rather than a handle on the campaign,
+    /// whose shared count would bounce between the caller's and the shard's cores).
+    pub unique_window_ms: u64,
     /// The visitor's cookie click for this campaign, when it lives on this shard.
     pub cookie: Option<Id>,
     /// The cookie click (on another shard) was recent: the click is not unique.
@@ -670,11 +672,10 @@ impl ShardActor {
     fn click(&mut self, draft: ClickDraft) -> Result<bool, Unavailable> {
         let ClickDraft {
             mut rec,
-            campaign,
+            unique_window_ms: window_ms,
             cookie,
             cookie_recent_elsewhere,
         } = draft;
-        let window_ms = u64::from(campaign.unique_window_hours) * 3_600_000;
         let since = rec.time_ms.saturating_sub(window_ms);
         let recent = |idx: Option<u32>| {
             idx.and_then(|i| self.state.click(i))
