@@ -155,6 +155,22 @@ pub enum OutcomeStatus {
 }
 
 impl OutcomeStatus {
+    /// The wire name (as serialized in answers and used as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Pending => "pending",
+            Self::Rejected => "rejected",
+            Self::Duplicate => "duplicate",
+            Self::UnknownClick => "unknown_click",
+            Self::Expired => "expired",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Invalid => "invalid",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
     pub fn http_status(self) -> u16 {
         match self {
             Self::Approved | Self::Pending | Self::Rejected => 200,

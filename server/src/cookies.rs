@@ -132,13 +132,8 @@ mod tests {
     /// seeded random cookie headers (`SEED=<n>` replays a run).
     #[test]
     fn click_cookie_agrees_with_tracking_cookies() {
-        use rand::{Rng, SeedableRng};
-        let seed: u64 = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("SEED={seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        use rand::Rng;
+        let mut rng = crate::seed::seeded_rng();
         const PAIRS: &[&str] = &[
             "a=b",
             "ct_x=1",

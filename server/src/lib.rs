@@ -21,6 +21,8 @@ pub mod pixels;
 pub mod reply;
 pub mod report;
 pub mod routes;
+#[cfg(test)]
+mod seed;
 mod timers;
 
 use crate::limits::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};

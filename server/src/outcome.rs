@@ -4,7 +4,7 @@
 //! ones `serde_json::to_vec(outcome)` writes; a test holds the two together.
 
 use bytes::Bytes;
-use engine::{ConversionOutcome, OutcomeStatus};
+use engine::ConversionOutcome;
 use std::cell::RefCell;
 
 /// Largest scratch buffer kept between answers, in bytes: a typical answer is under 200
@@ -45,7 +45,7 @@ fn write(out: &mut Vec<u8>, o: &ConversionOutcome) {
         browser_pixels: _,
     } = o;
     out.extend_from_slice(b"{\"status\":\"");
-    out.extend_from_slice(status_name(*status).as_bytes());
+    out.extend_from_slice(status.as_str().as_bytes());
     out.push(b'"');
     let strings = [
         ("reason", reason),
@@ -91,26 +91,11 @@ fn string(out: &mut Vec<u8>, value: &str) {
     }
 }
 
-/// `OutcomeStatus` as its `#[serde(rename_all = "snake_case")]` name.
-fn status_name(status: OutcomeStatus) -> &'static str {
-    match status {
-        OutcomeStatus::Approved => "approved",
-        OutcomeStatus::Pending => "pending",
-        OutcomeStatus::Rejected => "rejected",
-        OutcomeStatus::Duplicate => "duplicate",
-        OutcomeStatus::UnknownClick => "unknown_click",
-        OutcomeStatus::Expired => "expired",
-        OutcomeStatus::Unauthorized => "unauthorized",
-        OutcomeStatus::Forbidden => "forbidden",
-        OutcomeStatus::Invalid => "invalid",
-        OutcomeStatus::Unavailable => "unavailable",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use engine::OutcomeStatus;
+    use rand::Rng;
 
     const STATUSES: [OutcomeStatus; 10] = [
         OutcomeStatus::Approved,
@@ -158,12 +143,7 @@ mod tests {
     /// size, agree with serde_json byte for byte. `SEED=<n>` replays a run.
     #[test]
     fn random_outcomes_agree_with_serde_json() {
-        let seed: u64 = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("SEED={seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::seeded_rng();
         const CHARS: &[char] = &[
             'a', 'Z', '0', '"', '\\', '/', '\n', '\t', '\u{0}', '\u{1f}', '\u{7f}', 'é', '€',
             '\u{2028}', '😀', ' ',

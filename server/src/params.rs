@@ -645,13 +645,8 @@ mod tests {
     /// `SEED=<n>` replays a run.
     #[test]
     fn parse_answers_as_the_owned_reference_did() {
-        use rand::{Rng, SeedableRng};
-        let seed: u64 = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("SEED={seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        use rand::Rng;
+        let mut rng = crate::seed::seeded_rng();
         const NAMES: &[&str] = &[
             "CID",
             "cid",
@@ -741,13 +736,8 @@ mod tests {
     /// panic and never yield a value over the bounds. Seeded: `SEED=<n>` replays a run.
     #[test]
     fn random_input_never_panics() {
-        use rand::{Rng, SeedableRng};
-        let seed: u64 = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("SEED={seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        use rand::Rng;
+        let mut rng = crate::seed::seeded_rng();
         const ALPHABET: &[u8] = b"%&=+,0123456789abcdefABCDEF\0\xff\xc3{}[]\":ctidCID_ ";
         for _ in 0..2000 {
             let len = rng.random_range(0..400);

@@ -463,22 +463,7 @@ impl ShardActor {
         }
         self.state.apply(record);
         self.current.deliveries.extend(jobs);
-        metrics::counter!("clicktrail_conversions_total", "matched_by" => matched_by.as_str(), "status" => outcome_label(outcome.status)).increment(1);
+        metrics::counter!("clicktrail_conversions_total", "matched_by" => matched_by.as_str(), "status" => outcome.status.as_str()).increment(1);
         (ConvReply::Done(outcome), true)
-    }
-}
-
-fn outcome_label(s: OutcomeStatus) -> &'static str {
-    match s {
-        OutcomeStatus::Approved => "approved",
-        OutcomeStatus::Pending => "pending",
-        OutcomeStatus::Rejected => "rejected",
-        OutcomeStatus::Duplicate => "duplicate",
-        OutcomeStatus::UnknownClick => "unknown_click",
-        OutcomeStatus::Expired => "expired",
-        OutcomeStatus::Unauthorized => "unauthorized",
-        OutcomeStatus::Forbidden => "forbidden",
-        OutcomeStatus::Invalid => "invalid",
-        OutcomeStatus::Unavailable => "unavailable",
     }
 }
