@@ -86,6 +86,11 @@ impl Catalog {
     }
     /// Every webhook, in ID order (the fan-out order).
     pub fn webhook_list(&self) -> Vec<Arc<Webhook>> {
+        // Asked for every counted conversion; most networks have no webhook, and iterating
+        // the map allocates (a guard per map shard) where checking it does not.
+        if self.webhooks.is_empty() {
+            return Vec::new();
+        }
         let mut v: Vec<Arc<Webhook>> = self
             .webhooks
             .iter()
