@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wal::{GroupCommit, Options, SyncPolicy, Wal};
+use wal::{GroupCommit, Options, SyncPolicy, Wal, WalStats};
 
 /// The record size the engine mostly writes (a click).
 const RECORD_BYTES: usize = 100;
@@ -160,20 +160,12 @@ fn producers_under(c: &mut Criterion, name: &str, policy: SyncPolicy) {
                         h.join().expect("producer");
                     }
                     let elapsed = start.elapsed();
-                    let stats = wal.stats();
-                    let records = stats.records_appended - before.records_appended;
-                    let syncs = stats.syncs - before.syncs;
-                    batches.push(records as f64 / syncs.max(1) as f64);
+                    batches.push(batch_per_sync(&before, &wal.stats()));
                     elapsed
                 });
             },
         );
-        // Criterion skips filtered-out benches without running them: nothing to report.
-        if !batches.is_empty() {
-            let mean = batches.iter().sum::<f64>() / batches.len() as f64;
-            println!("{name}, {producers} producers: mean batch per sync {mean:.1}");
-        }
-        batches.clear();
+        report_mean_batch(&format!("{name}, {producers} producers"), &mut batches);
     }
     group.finish();
 }
@@ -212,21 +204,34 @@ fn group_commit(c: &mut Criterion) {
                         h.join().expect("producer");
                     }
                     let elapsed = start.elapsed();
-                    let stats = log.stats().expect("stats");
-                    let records = stats.records_appended - before.records_appended;
-                    let syncs = stats.syncs - before.syncs;
-                    batches.push(records as f64 / syncs.max(1) as f64);
+                    batches.push(batch_per_sync(&before, &log.stats().expect("stats")));
                     elapsed
                 });
             },
         );
-        if !batches.is_empty() {
-            let mean = batches.iter().sum::<f64>() / batches.len() as f64;
-            println!("group commit, {producers} producers: mean batch per sync {mean:.1}");
-        }
-        batches.clear();
+        report_mean_batch(
+            &format!("group commit, {producers} producers"),
+            &mut batches,
+        );
     }
     group.finish();
+}
+
+/// Records per sync between two readings of a log's counters.
+fn batch_per_sync(before: &WalStats, after: &WalStats) -> f64 {
+    let records = after.records_appended - before.records_appended;
+    let syncs = after.syncs - before.syncs;
+    records as f64 / syncs.max(1) as f64
+}
+
+/// Prints the mean of the batches measured for one case, and forgets them. Criterion skips
+/// filtered-out benches without running them: then there is nothing to report.
+fn report_mean_batch(case: &str, batches: &mut Vec<f64>) {
+    if !batches.is_empty() {
+        let mean = batches.iter().sum::<f64>() / batches.len() as f64;
+        println!("{case}: mean batch per sync {mean:.1}");
+    }
+    batches.clear();
 }
 
 fn recovery(c: &mut Criterion) {

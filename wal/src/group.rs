@@ -185,26 +185,22 @@ impl Shared {
             let outcome = match log.wal.begin_sync() {
                 Ok(Some(pending)) => {
                     drop(log);
-                    let outcome = pending.run();
+                    let outcome = pending.run().map(drop);
                     log = self.lock_any();
                     outcome
                 }
                 // Nothing left unsynced: a rotation synced it.
-                Ok(None) => Ok(log.wal.durable_lsn()),
+                Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
-            // A rotation inside an append may have synced further than this sync did.
-            let durable = log.wal.durable_lsn();
-            self.durable_lsn.fetch_max(durable, Ordering::AcqRel);
-            match outcome {
-                Ok(durable) => {
-                    self.durable_lsn.fetch_max(durable, Ordering::AcqRel);
-                }
-                Err(e) => {
-                    self.fail(&mut log, e);
-                    // Nothing will be durable again: fail whoever waits now, too.
-                    wake.append(&mut log.waiters);
-                }
+            // The log's own watermark: it covers this sync and any rotation inside an
+            // append that synced further.
+            self.durable_lsn
+                .fetch_max(log.wal.durable_lsn(), Ordering::AcqRel);
+            if let Err(e) = outcome {
+                self.fail(&mut log, e);
+                // Nothing will be durable again: fail whoever waits now, too.
+                wake.append(&mut log.waiters);
             }
             // Woken with the lock released, so appends go on meanwhile.
             drop(log);

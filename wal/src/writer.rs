@@ -158,8 +158,9 @@ pub(crate) struct Writer {
     /// The range of the active segment handed to [`PendingSync`]s since the last
     /// synchronous sync: that sync covers it too.
     in_flight: Option<(usize, usize)>,
-    /// The active segment's name and path, cached (see `active_path`).
-    active_path: Option<(String, Arc<str>)>,
+    /// The active segment's path, formatted when it becomes active: every handed-out
+    /// sync carries it (to tell segments apart and to name one in an error).
+    active_path: Arc<str>,
     /// Segments in use, in order; the last is the active one.
     segments: Vec<SegmentMeta>,
     prepared: Prepared,
@@ -231,7 +232,7 @@ impl Writer {
             pos: HEADER_PAGE_BYTES,
             dirty: None,
             in_flight: None,
-            active_path: None,
+            active_path: Arc::from(""),
             segments: scan.segments,
             prepared: match scan.reusable {
                 Some((name, header)) => Prepared::Ready(PreparedSegment {
@@ -274,6 +275,8 @@ impl Writer {
                 writer.salt = last.header.salt;
                 writer.pos = scan.tail_offset;
                 writer.file = file;
+                writer.active_path =
+                    Arc::from(writer.storage.path(&last.name).display().to_string());
             }
             None => {
                 let prepared = writer.take_prepared()?;
@@ -382,9 +385,8 @@ impl Writer {
             self.file.sync_range(from, to - from)
         };
         if let Err(e) = synced {
-            let segment = self.active_path();
             self.sync_shared
-                .poison(format!("sync of {segment} failed: {e}"));
+                .poison(format!("sync of {} failed: {e}", self.active_path));
             return Err(Error::Io(e));
         }
         self.dirty = None;
@@ -413,31 +415,12 @@ impl Writer {
             to,
             upto,
             records: self.unsynced_records,
-            segment: self.active_path(),
+            segment: Arc::clone(&self.active_path),
             shared: Arc::clone(&self.sync_shared),
         };
         self.unsynced_records = 0;
         self.oldest_unsynced_at = None;
         Ok(Some(pending))
-    }
-
-    /// The active segment's path, formatted once per segment (a group commit asks for it
-    /// with every sync it hands out).
-    fn active_path(&mut self) -> Arc<str> {
-        let Some(active) = self.segments.last() else {
-            return Arc::from("");
-        };
-        if self
-            .active_path
-            .as_ref()
-            .is_none_or(|(name, _)| *name != active.name)
-        {
-            let path = self.storage.path(&active.name).display().to_string();
-            self.active_path = Some((active.name.clone(), Arc::from(path)));
-        }
-        self.active_path
-            .as_ref()
-            .map_or_else(|| Arc::from(""), |(_, path)| Arc::clone(path))
     }
 
     pub(crate) fn sync_due_in(&self) -> Option<std::time::Duration> {
@@ -497,6 +480,7 @@ impl Writer {
         self.pos = HEADER_PAGE_BYTES;
         self.dirty = Some((0, HEADER_PAGE_BYTES));
         self.in_flight = None;
+        self.active_path = Arc::from(self.storage.path(&prepared.name).display().to_string());
         self.segments.push(SegmentMeta {
             name: prepared.name,
             header,
