@@ -422,13 +422,6 @@ impl Engine {
             let actor = ShardActor::new(
                 shard::ShardSettings {
                     index: i,
-                    sync_always: storage.sync == SyncMode::Always,
-                    sync_interval: match storage.sync {
-                        SyncMode::Interval => {
-                            Some(std::time::Duration::from_millis(storage.sync_interval_ms))
-                        }
-                        _ => None,
-                    },
                     snapshot_every_records: storage.snapshot_every_records.max(1),
                 },
                 state,

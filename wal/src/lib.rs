@@ -226,6 +226,11 @@ impl Wal {
         self.inner.sync_due_in()
     }
 
+    /// The policy the log was opened with.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.inner.sync_policy()
+    }
+
     /// The LSN the next append will get.
     pub fn next_lsn(&self) -> Lsn {
         self.inner.next_lsn()

@@ -431,6 +431,10 @@ impl Writer {
         Some(interval.saturating_sub(self.clock.now().saturating_duration_since(oldest)))
     }
 
+    pub(crate) fn sync_policy(&self) -> SyncPolicy {
+        self.options.sync
+    }
+
     pub(crate) fn next_lsn(&self) -> Lsn {
         self.next_lsn
     }

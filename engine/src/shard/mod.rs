@@ -214,9 +214,6 @@ impl ShardMetrics {
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
     pub index: usize,
-    /// `sync = always`: answers wait for the sync that covers them (group commit).
-    pub sync_always: bool,
-    pub sync_interval: Option<std::time::Duration>,
     pub snapshot_every_records: u64,
 }
 
@@ -323,7 +320,10 @@ impl ShardActor {
     /// slot is emptied (the engine was dropped).
     pub async fn run(slot: ShardSlot, mut mailbox: mpsc::Receiver<Cmd>) {
         let (index, sync_interval) = match lock(&slot).as_ref() {
-            Some(actor) => (actor.settings.index, actor.settings.sync_interval),
+            Some(actor) => match actor.wal.sync_policy() {
+                wal::SyncPolicy::Interval(interval) => (actor.settings.index, Some(interval)),
+                _ => (actor.settings.index, None),
+            },
             None => return,
         };
         let mut dirty = false;
@@ -403,7 +403,8 @@ impl ShardActor {
         let mut job = std::mem::take(&mut self.current);
         if self.wrote {
             self.wrote = false;
-            if self.settings.sync_always {
+            // `always`: answers wait for the sync that covers them (group commit).
+            if self.wal.sync_policy() == wal::SyncPolicy::Always {
                 match self.wal.begin_sync() {
                     Ok(pending) => job.pending = pending,
                     Err(e) => {
