@@ -755,31 +755,23 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// An integer at or just below one of bincode's varint width boundaries, capped at
+    /// `max`.
+    fn varint_edge(rng: &mut rand::rngs::StdRng, max: u64) -> u64 {
+        const WIDTHS: [u64; 7] = [0, 250, 251, 65_535, 65_536, u32::MAX as u64, u64::MAX];
+        let w = WIDTHS[rng.random_range(0..WIDTHS.len())].min(max);
+        w.saturating_sub(rng.random_range(0..2))
+    }
+
     /// The hand-written click reader against serde's, on random clicks (every integer
     /// width bincode's varint has, both IP families, empty and non-ASCII strings), and on
     /// every truncation of each: the same click, or both refuse.
     #[test]
     fn click_reader_agrees_with_serde() {
-        let seed = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random::<u64>);
-        println!("SEED={seed}");
+        let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let widths = [
-            0u64,
-            250,
-            251,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ];
         for _ in 0..500 {
-            let mut int = |max: u64| {
-                let w = widths[rng.random_range(0..widths.len())].min(max);
-                w.saturating_sub(rng.random_range(0..2))
-            };
+            let mut int = |max: u64| varint_edge(&mut rng, max);
             let (time_ms, campaign_id, affiliate_id, creative, fingerprint) = (
                 int(u64::MAX),
                 int(u64::from(u32::MAX)) as u32,
@@ -854,26 +846,10 @@ mod tests {
     /// every integer width and both IP families, with the rest of a snapshot around them.
     #[test]
     fn snapshot_encoder_agrees_with_serde() {
-        let seed = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random::<u64>);
-        println!("SEED={seed}");
+        let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let widths = [
-            0u64,
-            250,
-            251,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ];
         for n in [0usize, 1, 2, 300] {
-            let mut int = |max: u64| {
-                let w = widths[rng.random_range(0..widths.len())].min(max);
-                w.saturating_sub(rng.random_range(0..2))
-            };
+            let mut int = |max: u64| varint_edge(&mut rng, max);
             let clicks: Vec<ClickSnap> = (0..n)
                 .map(|_| ClickSnap {
                     id: [int(255) as u8; 16],

@@ -67,6 +67,8 @@ mod recovery;
 mod shard;
 pub mod stats;
 pub mod template;
+#[cfg(test)]
+mod test_seed;
 pub mod view;
 
 pub use api::*;

@@ -12,25 +12,40 @@ use wal::storage::FaultPlan;
 /// One simulated disk per log directory.
 type Disks = engine::layout::SimulatedDisks;
 
-/// The engine on simulated disks.
-fn open_on(disks: &Disks, config: &EngineConfig, clock: &Arc<ManualClock>) -> Engine {
-    Engine::open_on(
-        config.clone(),
-        clock.clone(),
-        engine::dispatcher::DispatchOptions::default(),
-        disks.factory(),
-    )
-    .expect("engine opens")
+/// An engine's data directory, config and clock, opened on any set of simulated disks
+/// (the disks before and after a power loss).
+struct Rig {
+    _dir: tempfile::TempDir,
+    config: EngineConfig,
+    clock: Arc<ManualClock>,
+}
+
+impl Rig {
+    fn new(shards: usize) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Rig {
+            config: config(dir.path(), shards),
+            clock: Arc::new(ManualClock::new(T0_MS)),
+            _dir: dir,
+        }
+    }
+
+    fn open(&self, disks: &Disks) -> Engine {
+        Engine::open_on(
+            self.config.clone(),
+            self.clock.clone(),
+            engine::dispatcher::DispatchOptions::default(),
+            disks.factory(),
+        )
+        .expect("engine opens")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_log_degrades_and_never_pretends() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), 2);
-    let clock = Arc::new(ManualClock::new(T0_MS));
+    let rig = Rig::new(2);
     let disks = Disks::default();
-    let open = |disks: &Disks| open_on(disks, &config, &clock);
-    let e = open(&disks);
+    let e = rig.open(&disks);
     assert!(e.health().ready);
     let before = click_id(&e, click_request(1, 7, 1)).await;
     let mut req = conversion(PixelType::S2s);
@@ -80,7 +95,7 @@ async fn a_failing_log_degrades_and_never_pretends() {
 
     // Power loss, then recovery: everything acknowledged before the fault is there.
     let recovered = disks.crashed(7);
-    let e = open(&recovered);
+    let e = rig.open(&recovered);
     assert!(e.health().ready);
     let view = e
         .click_view(&before)
@@ -149,12 +164,9 @@ async fn acknowledged_clicks_survive_power_loss_under_load() {
     const CLICKS: u64 = 400;
     for seed in 0..SEEDS {
         println!("power loss seed {seed}");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(dir.path(), 2);
-        let clock = Arc::new(ManualClock::new(T0_MS));
+        let rig = Rig::new(2);
         let disks = Disks::default();
-        let open = |disks: &Disks| open_on(disks, &config, &clock);
-        let e = open(&disks);
+        let e = rig.open(&disks);
         let mut set = tokio::task::JoinSet::new();
         for i in 0..CLICKS {
             let e = e.clone();
@@ -178,7 +190,7 @@ async fn acknowledged_clicks_survive_power_loss_under_load() {
         );
         drop(e);
         let recovered = disks.crashed(seed);
-        let e = open(&recovered);
+        let e = rig.open(&recovered);
         for id in &acknowledged {
             assert!(
                 e.click_view(id).await.is_some(),

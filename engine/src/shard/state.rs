@@ -782,14 +782,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn seed() -> u64 {
-        let seed = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random::<u64>);
-        println!("SEED={seed}");
-        seed
-    }
+    use crate::test_seed::seed;
 
     /// What the click indexes must answer, kept the simple way.
     #[derive(Default)]
