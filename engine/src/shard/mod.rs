@@ -892,23 +892,24 @@ impl ShardActor {
                         .any(|d| d.state == DeliveryState::Pending)
             },
         );
-        let dropped = self.state.click_count() - snap.clicks.len();
-        let pruned = self.state.impression_entries() - snap.impressions.len()
-            + (self.state.conversions.len() - snap.conversions.len());
+        let dropped_clicks = self.state.click_count() - snap.clicks.len();
+        let dropped_conversions = self.state.conversions.len() - snap.conversions.len();
+        let pruned_impressions = self.state.impression_entries() - snap.impressions.len();
         let data = codec::encode_shard_snapshot(&snap);
         let lsn = self.wal.next_lsn();
         match self.wal.write_snapshot(lsn, &data) {
             Ok(()) => {
                 self.records_since_snapshot = 0;
                 // Memory shrinks only by rebuilding from what the snapshot kept.
-                if dropped > 0 || pruned > 0 {
+                if dropped_clicks + dropped_conversions + pruned_impressions > 0 {
                     self.state = ShardState::from_snapshot(snap);
                 }
                 tracing::info!(
                     shard = self.settings.index,
                     lsn,
                     bytes = data.len(),
-                    dropped,
+                    dropped_clicks,
+                    dropped_conversions,
                     "snapshot written"
                 );
             }
