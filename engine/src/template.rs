@@ -69,20 +69,34 @@ const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Expands a URL template; every substituted value is percent-encoded so it cannot add
 /// parameters, fragments or path segments, or change the host.
 pub fn expand_url(template: &str, macros: &dyn Macros) -> String {
-    expand(template, macros, |out, value| {
-        if !value.is_empty() && value.bytes().all(|b| b == b'.') {
-            // `.` and `..` alone would be dot-segments that walk up the target's path.
-            for _ in 0..value.len() {
-                out.push_str("%2E");
-            }
-        } else if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
-            // Nothing to encode (click IDs, numbers, most sub IDs): copied in one go.
-            out.push_str(value);
-        } else {
-            out.extend(utf8_percent_encode(value, URL_VALUE));
-        }
-    })
+    let mut out = String::with_capacity(template.len() + EXPANSION_HEADROOM_BYTES);
+    expand_url_into(&mut out, template, macros);
+    out
 }
+
+/// [`expand_url`] appending to `out`, so a caller can reuse one buffer.
+pub fn expand_url_into(out: &mut String, template: &str, macros: &dyn Macros) {
+    expand_into(out, template, macros, write_url_value)
+}
+
+/// Writes one value into a URL: percent-encoded, and never a bare dot-segment.
+fn write_url_value(out: &mut String, value: &str) {
+    if !value.is_empty() && value.bytes().all(|b| b == b'.') {
+        // `.` and `..` alone would be dot-segments that walk up the target's path.
+        for _ in 0..value.len() {
+            out.push_str("%2E");
+        }
+    } else if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+        // Nothing to encode (click IDs, numbers, most sub IDs): copied in one go.
+        out.push_str(value);
+    } else {
+        out.extend(utf8_percent_encode(value, URL_VALUE));
+    }
+}
+
+/// Room for the values beyond the template's own length: most values are short IDs, so
+/// a little headroom avoids a regrowth on typical templates.
+const EXPANSION_HEADROOM_BYTES: usize = 64;
 
 /// The bytes [`URL_VALUE`] leaves as they are (RFC 3986 "unreserved"), as a table.
 const UNRESERVED: [bool; 256] = {
@@ -162,15 +176,27 @@ impl Macros for SampleValues {
     }
 }
 
-/// The one expansion loop; `write_value` encodes a value into the output.
+/// The one expansion loop into a new string.
 fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String, &str)) -> String {
-    // Most values are short ids; a little headroom avoids a regrowth on typical templates.
-    let mut out = String::with_capacity(template.len() + 64);
+    let mut out = String::with_capacity(template.len() + EXPANSION_HEADROOM_BYTES);
+    expand_into(&mut out, template, macros, write_value);
+    out
+}
+
+/// The one expansion loop; `write_value` encodes a value into the output.
+fn expand_into(
+    out: &mut String,
+    template: &str,
+    macros: &dyn Macros,
+    write_value: impl Fn(&mut String, &str),
+) {
+    out.reserve(template.len() + EXPANSION_HEADROOM_BYTES);
     let bytes = template.as_bytes();
     let mut copied_to = 0;
     let mut i = 0;
-    // From one possible macro opening to the next; the text between is copied in bulk.
-    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'{' || b == b'[') {
+    // From one possible macro opening to the next (found a word at a time by `memchr2`);
+    // the text between is copied in bulk.
+    while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
         i += offset;
         let found = match bytes[i] {
             b'{' => macro_at(template, i + 1, b"}"),
@@ -184,15 +210,14 @@ fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String,
         if let Some(value) = resolve(name, macros) {
             out.push_str(&template[copied_to..i]);
             match value {
-                MacroValue::Text(text) => write_value(&mut out, &text),
-                MacroValue::Number(n) => write_value(&mut out, decimal(n, &mut [0; 20])),
+                MacroValue::Text(text) => write_value(out, &text),
+                MacroValue::Number(n) => write_value(out, decimal(n, &mut [0; 20])),
             }
             copied_to = end;
         }
         i = end;
     }
     out.push_str(&template[copied_to..]);
-    out
 }
 
 /// A macro name starting at `start` and closed by `close`: `(name, index after close)`.
