@@ -149,14 +149,13 @@ fn runtime_key(name: &[u8]) -> Option<Key> {
     if name.len() > KEY_BYTES {
         return None;
     }
-    let mut padded = [0u8; KEY_BYTES];
-    padded[..name.len()].copy_from_slice(name);
-    let word = |w: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&padded[8 * w..8 * w + 8]);
-        lower_ascii_word(u64::from_be_bytes(bytes))
-    };
-    Some([word(0), word(1), word(2)])
+    // Big-endian words assembled byte by byte: names are short (3 to 12 bytes, mostly),
+    // where this beats a variable-length copy into a zeroed buffer (a `memcpy` call).
+    let mut words = [0u64; KEY_BYTES / 8];
+    for (i, &b) in name.iter().enumerate() {
+        words[i / 8] |= u64::from(b) << (56 - 8 * (i % 8));
+    }
+    Some(words.map(lower_ascii_word))
 }
 
 /// Lower-cases the ASCII letters among a word's eight bytes at once (SWAR), leaving every
