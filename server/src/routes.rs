@@ -25,7 +25,7 @@ use hyper::header::{
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 /// What one server instance shares between its connections.
@@ -349,6 +349,14 @@ async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
                     app.config.public_url_is_https(),
                 )
             });
+            let cookie = match cookie {
+                // The usual answer, from headers built once.
+                Some(cookie) if redirect => {
+                    return reply::redirect_with_cookie(location, cookie)
+                        .unwrap_or_else(|| fallback(app, "bad_landing_url"));
+                }
+                cookie => cookie,
+            };
             let answer = if redirect {
                 match reply::redirect(location) {
                     Some(answer) => answer,
@@ -430,8 +438,15 @@ async fn impression<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Ans
     gif()
 }
 
+/// The headers of every gif answer, built once (see [`reply::common_headers`]).
+static GIF_HEADERS: LazyLock<HeaderMap> =
+    LazyLock::new(|| reply::common_headers(pixels::GIF_CONTENT_TYPE));
+
+/// The headers of every s2s JSON answer, built once.
+static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| reply::common_headers(reply::JSON));
+
 fn gif() -> Answer {
-    reply::bytes(StatusCode::OK, pixels::GIF_CONTENT_TYPE, &pixels::GIF[..])
+    reply::with_headers(StatusCode::OK, &GIF_HEADERS, &pixels::GIF[..])
 }
 
 // ---- conversions ----------------------------------------------------------------------
@@ -595,9 +610,9 @@ fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answ
             pixels::script(&outcome.browser_pixels),
         ),
         PixelType::S2s => {
-            let mut answer = reply::bytes(
+            let mut answer = reply::with_headers(
                 reply::status(outcome.status.http_status()),
-                reply::JSON,
+                &JSON_HEADERS,
                 crate::outcome::json(outcome),
             );
             if outcome.status == OutcomeStatus::Unavailable {
@@ -670,6 +685,58 @@ fn demo_page<B>(app: &App, request: &Request<B>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A redirect with a cookie from headers made once is the redirect `reply::redirect`
+    /// and `reply::with_header` build, for good and bad locations and cookies.
+    #[test]
+    fn redirect_with_cookie_matches_redirect_then_header() {
+        let headers = |a: &Answer| {
+            a.headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let locations = ["https://shop.example/?ref=abc", "", "bad\nlocation"];
+        let cookies = [
+            "ct_1=abc; Max-Age=60; Path=/; HttpOnly; SameSite=Lax",
+            "",
+            "bad\0",
+        ];
+        for location in locations {
+            for cookie in cookies {
+                let want = reply::redirect(location.to_string())
+                    .map(|a| reply::with_header(a, SET_COOKIE, cookie.to_string()));
+                let got = reply::redirect_with_cookie(location.to_string(), cookie.to_string());
+                assert_eq!(
+                    got.as_ref().map(|a| (a.status(), headers(a))),
+                    want.as_ref().map(|a| (a.status(), headers(a))),
+                    "{location:?} {cookie:?}"
+                );
+            }
+        }
+    }
+
+    /// Answers built from headers made once carry what `reply::bytes` gives them: the
+    /// same status and the same headers in the same order.
+    #[test]
+    fn fixed_header_answers_match_bytes() {
+        let cases = [
+            (StatusCode::OK, pixels::GIF_CONTENT_TYPE, &GIF_HEADERS),
+            (StatusCode::CONFLICT, reply::JSON, &JSON_HEADERS),
+        ];
+        let headers = |a: &Answer| {
+            a.headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        for (status, content_type, fixed) in cases {
+            let want = reply::bytes(status, content_type, &b"body"[..]);
+            let got = reply::with_headers(status, fixed, &b"body"[..]);
+            assert_eq!(got.status(), want.status());
+            assert_eq!(headers(&got), headers(&want));
+        }
+    }
 
     #[test]
     fn bearer_tokens_are_read_case_insensitively() {
