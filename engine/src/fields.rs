@@ -101,7 +101,7 @@ const ALIASES: &[(&str, Field)] = &[
 /// The field a wire name or macro name stands for, ignoring ASCII case; `None` for an
 /// unknown name (an "extra" on requests, a literal in templates).
 pub fn lookup(name: &str) -> Option<Field> {
-    let key = key(name.as_bytes())?;
+    let key = runtime_key(name.as_bytes())?;
     let index = usize::from(ALIAS_SLOTS[slot(&key, MULTIPLIER)].checked_sub(1)?);
     // Zero padding gives `cid` and `cid\0` one key; only the length tells them apart.
     let (alias, field) = ALIASES[index];
@@ -140,6 +140,27 @@ const fn key(name: &[u8]) -> Option<Key> {
         w += 1;
     }
     Some(key)
+}
+
+/// [`key`] for names met at run time (every request parameter and template macro): the
+/// same key, built with one copy into the padded buffer, one lower-casing pass over it
+/// (which the compiler vectorises) and three word loads, instead of `key`'s byte-by-byte
+/// loops, which a `const fn` needs. (Measured under callgrind: about 80 instructions a
+/// lookup, against about 100 with word-wise (SWAR) lower-casing and 140 with the words
+/// assembled byte by byte.)
+fn runtime_key(name: &[u8]) -> Option<Key> {
+    if name.len() > KEY_BYTES {
+        return None;
+    }
+    let mut padded = [0u8; KEY_BYTES];
+    padded[..name.len()].copy_from_slice(name);
+    padded.make_ascii_lowercase();
+    let word = |w: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&padded[8 * w..8 * w + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    Some([word(0), word(1), word(2)])
 }
 
 /// The keys of [`ALIASES`], in the same order.
@@ -291,6 +312,40 @@ mod tests {
                 ALIASES[i + 1..].iter().all(|(b, _)| a != b),
                 "alias {a} appears twice"
             );
+        }
+    }
+
+    /// The run-time key is the compile-time one, for aliases and for random names of any
+    /// length and byte, every byte value in every position included (`SEED=<n>` replays
+    /// a run).
+    #[test]
+    fn runtime_keys_are_the_const_keys() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(crate::test_seed::seed());
+        for (alias, _) in ALIASES {
+            assert_eq!(
+                runtime_key(alias.as_bytes()),
+                key(alias.as_bytes()),
+                "{alias}"
+            );
+        }
+        for b in 0..=255u8 {
+            for at in [0, 7, 8, 23] {
+                let mut name = [b'q'; KEY_BYTES];
+                name[at] = b;
+                assert_eq!(runtime_key(&name), key(&name), "byte {b:#04x} at {at}");
+            }
+        }
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..=KEY_BYTES + 2);
+            let name: Vec<u8> = (0..len)
+                .map(|_| match rng.random_range(0..3) {
+                    0 => rng.random(),
+                    1 => rng.random_range(b'A'..=b'Z'),
+                    _ => rng.random_range(b'a'..=b'z'),
+                })
+                .collect();
+            assert_eq!(runtime_key(&name), key(&name), "{name:?}");
         }
     }
 

@@ -12,8 +12,6 @@
 //! Parsing is strict (exact length, alphabet, canonical encoding) and happens before any
 //! lookup, so forged or truncated IDs cost nothing and never grow memory.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use rand::RngCore;
 
 /// Bytes in an ID.
@@ -55,27 +53,77 @@ impl Id {
         u64::from_le_bytes(b)
     }
 
-    /// Strict parse of the 22-character text form; `None` for anything else.
+    /// Strict parse of the 22-character text form; `None` for anything else: a byte
+    /// outside the base64url alphabet, or a last character carrying bits beyond the 16
+    /// bytes (non-canonical), as `base64`'s strict `decode_slice` refuses them.
     pub fn parse(text: &str) -> Option<Id> {
-        if text.len() != ID_CHARS {
+        let text: &[u8; ID_CHARS] = text.as_bytes().try_into().ok()?;
+        let mut sextets = [0u8; ID_CHARS];
+        let mut invalid = 0u8;
+        for (sextet, &c) in sextets.iter_mut().zip(text) {
+            let value = DECODE[usize::from(c)];
+            invalid |= value;
+            *sextet = value;
+        }
+        // Every valid value is below 64; INVALID has the top bit set.
+        if invalid & INVALID != 0 || sextets[ID_CHARS - 1] & 0b1111 != 0 {
             return None;
         }
         let mut bytes = [0u8; ID_BYTES];
-        // `decode_slice` rejects bad characters and non-canonical trailing bits.
-        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
-            Ok(ID_BYTES) => Some(Id(bytes)),
-            _ => None,
+        for (group, out) in sextets.chunks_exact(4).zip(bytes.chunks_exact_mut(3)) {
+            let n = u32::from(group[0]) << 18
+                | u32::from(group[1]) << 12
+                | u32::from(group[2]) << 6
+                | u32::from(group[3]);
+            out.copy_from_slice(&n.to_be_bytes()[1..]);
         }
+        bytes[ID_BYTES - 1] = sextets[ID_CHARS - 2] << 2 | sextets[ID_CHARS - 1] >> 4;
+        Some(Id(bytes))
+    }
+
+    /// The 22-character text form (unpadded base64url), without a formatter or the
+    /// general-purpose `base64` engine: the click path formats one ID per click.
+    pub fn encode(&self) -> [u8; ID_CHARS] {
+        let mut out = [0u8; ID_CHARS];
+        let sextet = |v: u32| ALPHABET[(v & 63) as usize];
+        for (group, chars) in self.0.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
+            let n = u32::from(group[0]) << 16 | u32::from(group[1]) << 8 | u32::from(group[2]);
+            chars[0] = sextet(n >> 18);
+            chars[1] = sextet(n >> 12);
+            chars[2] = sextet(n >> 6);
+            chars[3] = sextet(n);
+        }
+        let last = u32::from(self.0[ID_BYTES - 1]);
+        out[ID_CHARS - 2] = sextet(last >> 2);
+        out[ID_CHARS - 1] = sextet(last << 4);
+        out
     }
 }
 
+/// The base64url alphabet (RFC 4648 section 5).
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Marks a byte outside [`ALPHABET`] in [`DECODE`].
+const INVALID: u8 = 0x80;
+
+/// Every byte's value in [`ALPHABET`], or [`INVALID`].
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+// 16 bytes are five 3-byte groups (20 characters) and one byte (2 characters).
+const _: () = assert!(ID_BYTES == 5 * 3 + 1 && ID_CHARS == 5 * 4 + 2);
+
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; ID_CHARS];
-        let n = URL_SAFE_NO_PAD
-            .encode_slice(self.0, &mut buf)
-            .map_err(|_| std::fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)
+        let text = self.encode();
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -141,6 +189,42 @@ mod tests {
             assert_eq!(id.shard(7), usize::from(route) % 7);
         }
         assert_ne!(Id::mint(1), Id::mint(1), "random part must differ");
+    }
+
+    /// The hand-written codec answers exactly as the `base64` crate's strict unpadded
+    /// base64url engine: random IDs encode alike, and random 22-byte texts (mostly from
+    /// the alphabet, last character anything) parse alike. `SEED=<n>` replays a run.
+    #[test]
+    fn codec_agrees_with_the_base64_crate() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(crate::test_seed::seed());
+        let reference = |text: &str| {
+            let mut bytes = [0u8; ID_BYTES];
+            match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+                Ok(ID_BYTES) if text.len() == ID_CHARS => Some(Id(bytes)),
+                _ => None,
+            }
+        };
+        for _ in 0..20_000 {
+            let id = Id(rng.random());
+            let text = id.to_string();
+            assert_eq!(text, URL_SAFE_NO_PAD.encode(id.0));
+            assert_eq!(Id::parse(&text), Some(id));
+            let len = if rng.random_bool(0.9) {
+                ID_CHARS
+            } else {
+                rng.random_range(0..30)
+            };
+            let noisy: String = (0..len)
+                .map(|_| match rng.random_range(0..20) {
+                    0 => char::from(rng.random_range(0x20u8..0x7f)),
+                    _ => char::from(ALPHABET[rng.random_range(0..64)]),
+                })
+                .collect();
+            assert_eq!(Id::parse(&noisy), reference(&noisy), "{noisy:?}");
+        }
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn recovery_mode(storage: &StorageConfig) -> wal::RecoveryMode {
 
 /// Cuts a value to [`MAX_VALUE_BYTES`] at a character boundary. The server refuses longer
 /// values already; the engine does not trust that.
-fn bound(mut value: String) -> String {
+fn bound(value: &mut String) {
     if value.len() > MAX_VALUE_BYTES {
         let mut end = MAX_VALUE_BYTES;
         while !value.is_char_boundary(end) {
@@ -207,21 +207,20 @@ fn bound(mut value: String) -> String {
         }
         value.truncate(end);
     }
-    value
 }
 
+/// Bounds a source in place (sub IDs, extras, each value): nothing is copied.
 fn bound_source(mut source: Source) -> Source {
     source.sub_ids.truncate(MAX_SUB_IDS);
-    source.sub_ids = source.sub_ids.into_iter().map(bound).collect();
+    source.sub_ids.iter_mut().for_each(bound);
     while source.sub_ids.last().is_some_and(|s| s.is_empty()) {
         source.sub_ids.pop();
     }
     source.extras.truncate(MAX_EXTRAS);
-    source.extras = source
-        .extras
-        .into_iter()
-        .map(|(k, v)| (bound(k), bound(v)))
-        .collect();
+    for (name, value) in &mut source.extras {
+        bound(name);
+        bound(value);
+    }
     source
 }
 
@@ -233,42 +232,54 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'~');
 
 /// Appends `name=value` pairs to a URL's query, before any fragment.
-fn append_query(url: String, pairs: &[(String, String)]) -> String {
+fn append_query(url: &mut String, pairs: &[(String, String)]) {
     if pairs.is_empty() {
-        return url;
+        return;
     }
-    let (base, fragment) = match url.find('#') {
-        Some(i) => (&url[..i], &url[i..]),
-        None => (url.as_str(), ""),
+    let fragment = match url.find('#') {
+        Some(i) => url.split_off(i),
+        None => String::new(),
     };
-    let mut out = base.to_string();
+    let base = url.as_str();
     let mut sep = if base.contains('?') { '&' } else { '?' };
     if base.ends_with('?') || base.ends_with('&') {
         sep = '\0';
     }
     for (k, v) in pairs {
         if sep != '\0' {
-            out.push(sep);
+            url.push(sep);
         }
         sep = '&';
-        out.extend(percent_encoding::utf8_percent_encode(k, QUERY_VALUE));
-        out.push('=');
-        out.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
+        url.extend(percent_encoding::utf8_percent_encode(k, QUERY_VALUE));
+        url.push('=');
+        url.extend(percent_encoding::utf8_percent_encode(v, QUERY_VALUE));
     }
-    out.push_str(fragment);
-    out
+    url.push_str(&fragment);
 }
 
-/// The landing URL of a click (SPEC 2.1 step 4).
-fn landing_url(campaign: &Campaign, click_id: Option<&Id>, source: &Source, now_ms: u64) -> String {
+/// The landing URL of a click (SPEC 2.1 step 4), and the click ID's text back (the caller
+/// answers it too, so it is formatted once).
+///
+/// Expanded into a per-thread scratch buffer and returned as a copy of exactly its length:
+/// the server hands the `String` to `bytes::Bytes`, which takes a buffer whose capacity
+/// equals its length as it is but allocates a second, shared header for any other.
+fn landing_url(
+    campaign: &Campaign,
+    click_id: Option<String>,
+    source: &Source,
+    now_ms: u64,
+) -> (String, Option<String>) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
     let no_extras: &[(String, String)] = &[];
     let extras = if campaign.propagate_extras {
         source.extras.as_slice()
     } else {
         no_extras
     };
-    let macros = delivery::MacroValues {
-        click_id: Some(click_id.map(|id| id.to_string()).unwrap_or_default()),
+    let mut macros = delivery::MacroValues {
+        click_id: Some(click_id.unwrap_or_default()),
         conversion_id: None,
         campaign_id: campaign.id,
         affiliate_id: source.affiliate_id,
@@ -279,8 +290,31 @@ fn landing_url(campaign: &Campaign, click_id: Option<&Id>, source: &Source, now_
         status: None,
         timestamp_ms: now_ms,
     };
-    append_query(template::expand_url(&campaign.landing_url, &macros), extras)
+    let url = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            template::expand_url_into(&mut scratch, &campaign.landing_url, &macros);
+            append_query(&mut scratch, extras);
+            let url = scratch.as_str().to_owned();
+            // A pathological template must not pin a large buffer to the thread.
+            if scratch.capacity() > MAX_SCRATCH_BYTES {
+                *scratch = String::new();
+            }
+            url
+        }
+        // Not reached (nothing here re-enters), but a fresh buffer is always correct.
+        Err(_) => {
+            let mut url = template::expand_url(&campaign.landing_url, &macros);
+            append_query(&mut url, extras);
+            url
+        }
+    });
+    (url, macros.click_id.take().filter(|id| !id.is_empty()))
 }
+
+/// The largest landing URL scratch buffer a thread keeps between clicks; a URL template
+/// is bounded by the catalog, and typical landing URLs are well under 1 KiB.
+const MAX_SCRATCH_BYTES: usize = 16 * 1024;
 
 fn admin_invalid(field: &str, reason: impl Into<String>) -> AdminError {
     AdminError::Invalid {
@@ -557,7 +591,7 @@ impl Engine {
         let (campaign, source, now) = self.click_source(request.source)?;
         if !request.track {
             return Ok(ClickOutcome::Untracked {
-                location: landing_url(&campaign, None, &source, now),
+                location: landing_url(&campaign, None, &source, now).0,
                 degraded: false,
             });
         }
@@ -577,9 +611,11 @@ impl Engine {
         {
             Some(Ok(unique)) => {
                 self.meters().click(unique);
+                let (location, click_id) =
+                    landing_url(&campaign, Some(id.to_string()), &source, now);
                 Ok(ClickOutcome::Tracked {
-                    click_id: id.to_string(),
-                    location: landing_url(&campaign, Some(&id), &source, now),
+                    click_id: click_id.unwrap_or_else(|| id.to_string()),
+                    location,
                     cookie_life_secs: u64::from(campaign.cookie_life_days) * 86_400,
                     unique,
                 })
@@ -587,7 +623,7 @@ impl Engine {
             _ => {
                 self.meters().clicks_untracked.increment(1);
                 Ok(ClickOutcome::Untracked {
-                    location: landing_url(&campaign, None, &source, now),
+                    location: landing_url(&campaign, None, &source, now).0,
                     degraded: true,
                 })
             }
@@ -717,7 +753,8 @@ impl Engine {
             campaign_id: campaign.id,
             affiliate_id: source.affiliate_id,
             creative_id: source.creative_id,
-            sid1: source.sub_ids.first().cloned().unwrap_or_default(),
+            // Moved out, not copied: the source is not needed after this.
+            sid1: source.sub_ids.into_iter().next().unwrap_or_default(),
             fingerprint,
             unique: true,
         };
@@ -748,12 +785,14 @@ impl Engine {
 
     async fn convert_inner(&self, mut req: ConversionRequest) -> ConversionOutcome {
         let invalid = |field: &str| ConversionOutcome::refused(OutcomeStatus::Invalid, field);
-        let event = req.event.trim();
-        let event = if event.is_empty() {
-            "sale".to_string()
-        } else {
-            event.to_string()
-        };
+        // The request's own string when it needs no trimming (the usual case): no copy.
+        let mut event = std::mem::take(&mut req.event);
+        let trimmed = event.trim();
+        if trimmed.is_empty() {
+            event = "sale".to_string();
+        } else if trimmed.len() != event.len() {
+            event = trimmed.to_string();
+        }
         if event.len() > MAX_VALUE_BYTES {
             return invalid("Event");
         }

@@ -69,20 +69,169 @@ const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Expands a URL template; every substituted value is percent-encoded so it cannot add
 /// parameters, fragments or path segments, or change the host.
 pub fn expand_url(template: &str, macros: &dyn Macros) -> String {
-    expand(template, macros, |out, value| {
-        if !value.is_empty() && value.bytes().all(|b| b == b'.') {
-            // `.` and `..` alone would be dot-segments that walk up the target's path.
-            for _ in 0..value.len() {
-                out.push_str("%2E");
+    let mut out = String::with_capacity(template.len() + EXPANSION_HEADROOM_BYTES);
+    expand_url_into(&mut out, template, macros);
+    out
+}
+
+/// [`expand_url`] appending to `out`, so a caller can reuse one buffer.
+///
+/// The click path calls this once per click with one of a few landing templates, so the
+/// template's cut into text and macros (the scan and one alias lookup per macro) is kept
+/// per thread and reused; the output is the same as [`expand_into`]'s.
+pub fn expand_url_into(out: &mut String, template: &str, macros: &dyn Macros) {
+    if template.len() > MAX_COMPILED_TEMPLATE_BYTES {
+        return expand_into(out, template, macros, write_url_value);
+    }
+    COMPILED.with(|cache| match cache.try_borrow_mut() {
+        Ok(mut cache) => {
+            if cache.is_empty() {
+                cache.resize_with(COMPILED_SLOTS, || None);
             }
-        } else if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
-            // Nothing to encode (click IDs, numbers, most sub IDs): copied in one go.
-            out.push_str(value);
-        } else {
-            out.extend(utf8_percent_encode(value, URL_VALUE));
+            let slot = &mut cache[compiled_slot(template)];
+            let compiled = match slot {
+                Some(compiled) if *compiled.template == *template => compiled,
+                _ => slot.insert(Compiled::new(template)),
+            };
+            compiled.expand(out, macros, write_url_value);
         }
+        // Not reached (expansion does not re-enter), but the direct path is always right.
+        Err(_) => expand_into(out, template, macros, write_url_value),
     })
 }
+
+/// Slots of the per-thread cache of cut templates: more than the landing templates a
+/// worker sees at once in a typical deployment; a collision only costs a re-cut.
+const COMPILED_SLOTS: usize = 64;
+
+/// Longest template kept cut in the cache; longer ones are expanded directly, so the
+/// cache holds at most [`COMPILED_SLOTS`] times this (plus the cut) per thread.
+const MAX_COMPILED_TEMPLATE_BYTES: usize = 2048;
+
+thread_local! {
+    /// Direct-mapped by the template's address (a campaign's template lives in its
+    /// `Arc<Campaign>`), checked by content, so a reused address never serves a stale cut.
+    static COMPILED: std::cell::RefCell<Vec<Option<Compiled>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The cache slot of a template: a multiplicative hash of its address and length.
+fn compiled_slot(template: &str) -> usize {
+    let address = template.as_ptr() as usize as u64 ^ (template.len() as u64).rotate_left(32);
+    // COMPILED_SLOTS is 64: the top six bits.
+    (address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 6)) as usize
+}
+const _: () = assert!(COMPILED_SLOTS == 1 << 6);
+
+/// A template cut once into literal text and macros, exactly as [`expand_into`] scans it.
+struct Compiled {
+    template: Box<str>,
+    /// Lower-case names of the macros that are neither fields nor flags (extras).
+    extra_names: String,
+    parts: Vec<Part>,
+}
+
+/// One piece of a [`Compiled`] template; ranges index its `template` (or `extra_names`).
+enum Part {
+    /// Copied as it is: text between macros, and request flags, which are never macros.
+    Text(std::ops::Range<usize>),
+    /// A field: its value, or nothing when the click has none.
+    Field(Field),
+    /// An extra, asked for by its lower-case `name`; left as the macro's `text` when the
+    /// click does not carry it.
+    Extra {
+        name: std::ops::Range<usize>,
+        text: std::ops::Range<usize>,
+    },
+}
+
+impl Compiled {
+    fn new(template: &str) -> Compiled {
+        let mut compiled = Compiled {
+            template: template.into(),
+            extra_names: String::new(),
+            parts: Vec::new(),
+        };
+        let bytes = template.as_bytes();
+        let mut copied_to = 0;
+        let mut i = 0;
+        // The scan of `expand_into`, recording where values go instead of writing them.
+        while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
+            i += offset;
+            let found = match bytes[i] {
+                b'{' => macro_at(template, i + 1, b"}"),
+                b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, b"=]"),
+                _ => None,
+            };
+            let Some((name, end)) = found else {
+                i += 1;
+                continue;
+            };
+            let part = match fields::lookup(name) {
+                Some(field) if is_flag(field) => None,
+                Some(field) => Some(Part::Field(field)),
+                None => {
+                    let start = compiled.extra_names.len();
+                    compiled.extra_names.push_str(name);
+                    compiled.extra_names[start..].make_ascii_lowercase();
+                    Some(Part::Extra {
+                        name: start..compiled.extra_names.len(),
+                        text: i..end,
+                    })
+                }
+            };
+            if let Some(part) = part {
+                if copied_to < i {
+                    compiled.parts.push(Part::Text(copied_to..i));
+                }
+                compiled.parts.push(part);
+                copied_to = end;
+            }
+            i = end;
+        }
+        if copied_to < template.len() {
+            compiled.parts.push(Part::Text(copied_to..template.len()));
+        }
+        compiled
+    }
+
+    fn expand(&self, out: &mut String, macros: &dyn Macros, write_value: fn(&mut String, &str)) {
+        out.reserve(self.template.len() + EXPANSION_HEADROOM_BYTES);
+        for part in &self.parts {
+            match part {
+                Part::Text(range) => out.push_str(&self.template[range.clone()]),
+                Part::Field(field) => match macros.field_value(*field) {
+                    Some(MacroValue::Text(text)) => write_value(out, &text),
+                    Some(MacroValue::Number(n)) => write_value(out, decimal(n, &mut [0; 20])),
+                    None => write_value(out, ""),
+                },
+                Part::Extra { name, text } => match macros.value(&self.extra_names[name.clone()]) {
+                    Some(value) => write_value(out, &value),
+                    None => out.push_str(&self.template[text.clone()]),
+                },
+            }
+        }
+    }
+}
+
+/// Writes one value into a URL: percent-encoded, and never a bare dot-segment.
+fn write_url_value(out: &mut String, value: &str) {
+    if !value.is_empty() && value.bytes().all(|b| b == b'.') {
+        // `.` and `..` alone would be dot-segments that walk up the target's path.
+        for _ in 0..value.len() {
+            out.push_str("%2E");
+        }
+    } else if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+        // Nothing to encode (click IDs, numbers, most sub IDs): copied in one go.
+        out.push_str(value);
+    } else {
+        out.extend(utf8_percent_encode(value, URL_VALUE));
+    }
+}
+
+/// Room for the values beyond the template's own length: most values are short IDs, so
+/// a little headroom avoids a regrowth on typical templates.
+const EXPANSION_HEADROOM_BYTES: usize = 64;
 
 /// The bytes [`URL_VALUE`] leaves as they are (RFC 3986 "unreserved"), as a table.
 const UNRESERVED: [bool; 256] = {
@@ -162,15 +311,27 @@ impl Macros for SampleValues {
     }
 }
 
-/// The one expansion loop; `write_value` encodes a value into the output.
+/// The one expansion loop into a new string.
 fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String, &str)) -> String {
-    // Most values are short ids; a little headroom avoids a regrowth on typical templates.
-    let mut out = String::with_capacity(template.len() + 64);
+    let mut out = String::with_capacity(template.len() + EXPANSION_HEADROOM_BYTES);
+    expand_into(&mut out, template, macros, write_value);
+    out
+}
+
+/// The one expansion loop; `write_value` encodes a value into the output.
+fn expand_into(
+    out: &mut String,
+    template: &str,
+    macros: &dyn Macros,
+    write_value: impl Fn(&mut String, &str),
+) {
+    out.reserve(template.len() + EXPANSION_HEADROOM_BYTES);
     let bytes = template.as_bytes();
     let mut copied_to = 0;
     let mut i = 0;
-    // From one possible macro opening to the next; the text between is copied in bulk.
-    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'{' || b == b'[') {
+    // From one possible macro opening to the next (found a word at a time by `memchr2`);
+    // the text between is copied in bulk.
+    while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
         i += offset;
         let found = match bytes[i] {
             b'{' => macro_at(template, i + 1, b"}"),
@@ -184,15 +345,14 @@ fn expand(template: &str, macros: &dyn Macros, write_value: impl Fn(&mut String,
         if let Some(value) = resolve(name, macros) {
             out.push_str(&template[copied_to..i]);
             match value {
-                MacroValue::Text(text) => write_value(&mut out, &text),
-                MacroValue::Number(n) => write_value(&mut out, decimal(n, &mut [0; 20])),
+                MacroValue::Text(text) => write_value(out, &text),
+                MacroValue::Number(n) => write_value(out, decimal(n, &mut [0; 20])),
             }
             copied_to = end;
         }
         i = end;
     }
     out.push_str(&template[copied_to..]);
-    out
 }
 
 /// A macro name starting at `start` and closed by `close`: `(name, index after close)`.
@@ -245,16 +405,22 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[start..]).unwrap_or_default()
 }
 
-/// The value of one macro; `None` leaves the macro text in place.
-fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<MacroValue<'m>> {
-    match fields::lookup(name) {
-        Some(
-            Field::PixelType
+/// A request flag: never a macro, so a template can never leak the postback token.
+fn is_flag(field: Field) -> bool {
+    matches!(
+        field,
+        Field::PixelType
             | Field::Token
             | Field::CookieFlag
             | Field::RedirectFlag
-            | Field::TrackFlag,
-        ) => None,
+            | Field::TrackFlag
+    )
+}
+
+/// The value of one macro; `None` leaves the macro text in place.
+fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<MacroValue<'m>> {
+    match fields::lookup(name) {
+        Some(field) if is_flag(field) => None,
         Some(field) => Some(
             macros
                 .field_value(field)
@@ -342,6 +508,91 @@ mod tests {
         }
         assert_eq!(expand_url("{sid1}", &Numbers), "");
         assert_eq!(expand_url("x{click_id}", &Numbers), "xx%26y");
+    }
+
+    /// Values for the equivalence test: some fields as numbers, some as text needing
+    /// encoding, some absent; extras by lower-case name.
+    struct Mixed;
+
+    impl Macros for Mixed {
+        fn value(&self, name: &str) -> Option<Cow<'_, str>> {
+            match name {
+                "utm_source" => Some(Cow::Borrowed("a b&c")),
+                "gclid" => Some(Cow::Borrowed("..")),
+                "x" => Some(Cow::Borrowed("")),
+                _ => None,
+            }
+        }
+        fn field_value(&self, field: Field) -> Option<MacroValue<'_>> {
+            match field {
+                Field::CampaignId => Some(MacroValue::Number(7)),
+                Field::ClickId => Some(MacroValue::Text(Cow::Borrowed("AbC-_9"))),
+                Field::Sid(1) | Field::SidList => Some(MacroValue::Text(Cow::Borrowed("é/?"))),
+                Field::Timestamp => Some(MacroValue::Number(u64::MAX)),
+                _ => None,
+            }
+        }
+    }
+
+    /// The per-thread cut templates expand exactly as the direct scan does, for random
+    /// templates of literal text, fields, aliases, flags, extras, unknown names and broken
+    /// macro syntax, each expanded twice (cut, then cached). `SEED=<n>` replays a run.
+    #[test]
+    fn cut_templates_expand_as_the_direct_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(crate::test_seed::seed());
+        const PIECES: &[&str] = &[
+            "https://shop.example/",
+            "?",
+            "&",
+            "=",
+            "a",
+            "/",
+            "#",
+            "{click_id}",
+            "{CID}",
+            "[=AFID=]",
+            "{sid1}",
+            "{SID}",
+            "{sid3}",
+            "{timestamp}",
+            "{token}",
+            "[=type=]",
+            "{C}",
+            "{utm_source}",
+            "{UTM_Source}",
+            "[=gclid=]",
+            "{x}",
+            "{unknown}",
+            "{",
+            "}",
+            "[",
+            "[=",
+            "=]",
+            "{a b}",
+            "{}",
+            "[==]",
+            "{{cid}}",
+            "[=[=sid1=]=]",
+            "{cid",
+            "é",
+            "%7B",
+        ];
+        for _ in 0..3_000 {
+            let template: String = (0..rng.random_range(0..20))
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect();
+            let want = expand(&template, &Mixed, write_url_value);
+            for _ in 0..2 {
+                let mut got = String::new();
+                expand_url_into(&mut got, &template, &Mixed);
+                assert_eq!(got, want, "{template:?}");
+            }
+        }
+        let long = format!("https://a.example/{}?c={{click_id}}", "p".repeat(3000));
+        let mut got = String::new();
+        expand_url_into(&mut got, &long, &Mixed);
+        assert_eq!(got, expand(&long, &Mixed, write_url_value));
     }
 
     #[test]

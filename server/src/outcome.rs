@@ -44,6 +44,8 @@ fn write(out: &mut Vec<u8>, o: &ConversionOutcome) {
         currency,
         browser_pixels: _,
     } = o;
+    // One reservation for the usual answer (under 200 bytes), not one per piece.
+    out.reserve(TYPICAL_ANSWER_BYTES);
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b'"');
@@ -72,6 +74,21 @@ fn write(out: &mut Vec<u8>, o: &ConversionOutcome) {
     out.push(b'}');
 }
 
+/// Bytes reserved up front for an answer: a typical one is under 200 bytes.
+const TYPICAL_ANSWER_BYTES: usize = 256;
+
+/// The bytes a JSON string cannot hold as they are (control characters, `"`, `\`), as a
+/// table: one load per byte of the value.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < table.len() {
+        table[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// `,"name":` (every key follows `status`).
 fn key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
@@ -82,7 +99,7 @@ fn key(out: &mut Vec<u8>, name: &str) {
 /// A JSON string. Click IDs and most reasons need no escaping and are copied; anything
 /// else goes through serde_json's escaper.
 fn string(out: &mut Vec<u8>, value: &str) {
-    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if value.bytes().any(|b| ESCAPED[usize::from(b)]) {
         let _ = serde_json::to_writer(&mut *out, value);
     } else {
         out.push(b'"');

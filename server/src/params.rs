@@ -5,6 +5,7 @@
 use crate::limits::{MAX_EXTRAS, MAX_NAME_BYTES, MAX_PARAMS, MAX_SUB_IDS, MAX_VALUE_BYTES};
 use engine::fields::{self, Field, FIELD_COUNT};
 use engine::Source;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// Why a request's parameters could not be read. Browser endpoints answer their harmless
@@ -79,19 +80,39 @@ pub struct Param<'a> {
 type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// The parameters of one request: known fields (body over query) and extras.
+///
+/// Smaller than a table of 29 `Option<Param>` (1.4 KiB, walked slot by slot on every
+/// drop), and without a heap allocation for a typical request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params<'a> {
-    /// One slot per field, at [`Field::index`]: a request names few of them, and an array
-    /// needs neither a heap allocation nor a search.
-    fields: [Option<Param<'a>>; FIELD_COUNT],
+    /// One byte per field, at [`Field::index`]: where the field's parameter is in `known`,
+    /// plus one; 0 when the request does not name it. A request names few fields, and a
+    /// byte table needs neither a search nor a heap allocation of its own.
+    slots: [u8; FIELD_COUNT],
+    /// The known parameters in the order their fields first appeared; a later pair for the
+    /// same field replaces its entry, so there are at most [`FIELD_COUNT`]. Inline up to
+    /// [`INLINE_FIELDS`].
+    known: SmallVec<[Param<'a>; INLINE_FIELDS]>,
     /// Unknown `name=value` pairs, names as sent; at most [`MAX_EXTRAS`].
     pub extras: Vec<Pair<'a>>,
 }
 
+/// The slots of `Sid(1)`..`Sid(10)` in `Params::slots`: consecutive, in order.
+const SID_SLOTS: std::ops::Range<usize> = Field::Sid(1).index()..Field::Sid(10).index() + 1;
+const _: () = assert!(Field::Sid(10).index() - Field::Sid(1).index() + 1 == MAX_SUB_IDS);
+
+/// Known fields a request carries before `Params` allocates: a tracking link names a
+/// campaign, an affiliate, a creative and a few sub IDs or flags.
+const INLINE_FIELDS: usize = 8;
+
+// A slot holds an index into `known` plus one in a byte.
+const _: () = assert!(FIELD_COUNT < u8::MAX as usize);
+
 impl Default for Params<'_> {
     fn default() -> Self {
         Params {
-            fields: std::array::from_fn(|_| None),
+            slots: [0; FIELD_COUNT],
+            known: SmallVec::new(),
             extras: Vec::new(),
         }
     }
@@ -117,14 +138,10 @@ impl<'a> Params<'a> {
             }
             params.add(name, value);
         };
-        for pair in FormPairs::of_text(query.unwrap_or("")) {
-            add(&mut params, pair?);
-        }
+        FormPairs::of_text(query.unwrap_or("")).visit(|pair| add(&mut params, pair))?;
         match body {
             Some(Body::Form(bytes)) => {
-                for pair in FormPairs::new(bytes) {
-                    add(&mut params, pair?);
-                }
+                FormPairs::new(bytes).visit(|pair| add(&mut params, pair))?
             }
             Some(Body::Json(bytes)) => {
                 for (name, value) in json_pairs(bytes)? {
@@ -149,7 +166,17 @@ impl<'a> Params<'a> {
     /// ASCII case). Bounded by the callers: at most [`MAX_PARAMS`] pairs per input.
     fn add(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) {
         match fields::lookup(&name) {
-            Some(field) => self.fields[field.index()] = Some(Param { name, value }),
+            Some(field) => {
+                let param = Param { name, value };
+                match usize::from(self.slots[field.index()]) {
+                    0 => {
+                        self.known.push(param);
+                        // At most FIELD_COUNT entries (one per field): fits the byte.
+                        self.slots[field.index()] = self.known.len() as u8;
+                    }
+                    slot => self.known[slot - 1] = param,
+                }
+            }
             None => {
                 self.extras.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
                 self.extras.push((name, value));
@@ -158,7 +185,8 @@ impl<'a> Params<'a> {
     }
 
     pub fn get(&self, field: Field) -> Option<&Param<'a>> {
-        self.fields[field.index()].as_ref()
+        let slot = usize::from(self.slots[field.index()]);
+        slot.checked_sub(1).and_then(|i| self.known.get(i))
     }
 
     /// The value of `field`, when present and not empty.
@@ -206,26 +234,33 @@ impl<'a> Params<'a> {
     /// trailing empty sub IDs trimmed.
     pub fn sub_ids(&self) -> Result<Vec<String>, Invalid> {
         let list = self.get(Field::SidList).filter(|p| !p.value.is_empty());
-        let listed = list.map_or(0, |p| p.value.split(',').count());
+        // The number of pieces split(',') yields, counted without splitting.
+        let listed = list.map_or(0, |p| {
+            memchr::memchr_iter(b',', p.value.as_bytes()).count() + 1
+        });
         if let Some(param) = list.filter(|_| listed > MAX_SUB_IDS) {
             return Err(Invalid {
                 name: param.name.to_string(),
                 reason: "more than 10 sub IDs",
             });
         }
-        let numbered = |n: usize| u8::try_from(n).ok().and_then(|n| self.get(Field::Sid(n)));
+        // sid1..sid10's slots, in order; most links name none of them.
+        let numbered = &self.slots[SID_SLOTS];
+        let highest = numbered
+            .iter()
+            .rposition(|slot| *slot != 0)
+            .map_or(0, |i| i + 1);
         // Sized once: the list, or the highest numbered sub ID if that is further.
-        let highest = (1..=MAX_SUB_IDS).rev().find(|n| numbered(*n).is_some());
-        let mut sub_ids = Vec::with_capacity(listed.max(highest.unwrap_or(0)));
+        let mut sub_ids = Vec::with_capacity(listed.max(highest));
         if let Some(param) = list {
             sub_ids.extend(param.value.split(',').map(str::to_string));
         }
-        for n in 1..=MAX_SUB_IDS {
-            if let Some(param) = numbered(n) {
-                if sub_ids.len() < n {
-                    sub_ids.resize(n, String::new());
+        for (n, slot) in numbered[..highest].iter().enumerate() {
+            if let Some(param) = usize::from(*slot).checked_sub(1).map(|i| &self.known[i]) {
+                if sub_ids.len() <= n {
+                    sub_ids.resize(n + 1, String::new());
                 }
-                sub_ids[n - 1] = param.value.to_string();
+                sub_ids[n] = param.value.to_string();
             }
         }
         while sub_ids.last().is_some_and(String::is_empty) {
@@ -252,10 +287,18 @@ impl<'a> Params<'a> {
 
 /// Decimal digits only (no sign, no spaces), 1..=u32::MAX.
 pub fn parse_id(text: &str) -> Option<u32> {
-    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() || text.len() > 10 {
         return None;
     }
-    text.parse::<u32>().ok().filter(|id| *id > 0)
+    // Ten decimal digits fit a u64, so there is no overflow to check digit by digit.
+    let mut value: u64 = 0;
+    for b in text.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(b - b'0');
+    }
+    u32::try_from(value).ok().filter(|id| *id > 0)
 }
 
 /// Decodes `application/x-www-form-urlencoded` pairs strictly: `+` is a space, `%XX` must
@@ -298,59 +341,156 @@ impl<'a> FormPairs<'a> {
         }
     }
 
-    /// The pair in `input[start..end]`; `None` for a piece without a name.
-    fn pair(&mut self, start: usize, end: usize) -> Result<Option<Pair<'a>>, ParamError> {
+    /// Hands every pair to `f`, in order; stops at the first error. What the iterator
+    /// does, without wrapping each pair in an `Option<Result<..>>` on the request path.
+    fn visit(mut self, mut f: impl FnMut(Pair<'a>)) -> Result<(), ParamError> {
+        while self.next <= self.input.len() {
+            let piece = self.piece_at(self.next);
+            self.next = piece.end + 1;
+            if piece.start == piece.end {
+                continue;
+            }
+            if let Some(pair) = self.pair(piece)? {
+                f(pair);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pair in one piece; `None` for a piece without a name. Inlined into `visit`
+    /// and `next` (with `component` and `piece_at`): called per parameter, and the calls
+    /// and their `Result` temporaries cost more than the work on a short pair.
+    #[inline(always)]
+    fn pair(&mut self, piece: Piece) -> Result<Option<Pair<'a>>, ParamError> {
         if self.count >= MAX_PARAMS {
             return Err(ParamError::TooManyParams);
         }
-        let equals = self.input[start..end].iter().position(|b| *b == b'=');
+        let Piece {
+            start,
+            end,
+            equals,
+            escaped_name,
+            escaped_value,
+        } = piece;
         let (name_end, value_start) = match equals {
-            Some(i) => (start + i, start + i + 1),
+            Some(i) => (i, i + 1),
             None => (end, end),
         };
-        let name = self.component(start, name_end)?;
+        let name = self.component(start, name_end, escaped_name)?;
         if name.is_empty() {
             return Ok(None);
         }
         if name.len() > MAX_NAME_BYTES {
             return Err(ParamError::NameTooLong);
         }
-        let value = self.component(value_start, end)?;
+        let value = self.component(value_start, end, escaped_value)?;
         self.count += 1;
         Ok(Some((name, value)))
     }
 
     /// Decodes `input[start..end]` strictly: `+` is a space, `%XX` must be two hex digits,
-    /// the result must be UTF-8 without NUL.
-    fn component(&self, start: usize, end: usize) -> Result<Cow<'a, str>, ParamError> {
+    /// the result must be UTF-8 without NUL. `escaped` says whether it holds `%`, `+` or
+    /// NUL; without them the component is the input itself, borrowed.
+    #[inline(always)]
+    fn component(
+        &self,
+        start: usize,
+        end: usize,
+        escaped: bool,
+    ) -> Result<Cow<'a, str>, ParamError> {
         let bytes = &self.input[start..end];
-        if bytes.iter().any(|b| matches!(b, b'%' | b'+' | 0)) {
+        if escaped {
             return decode(bytes).map(Cow::Owned);
         }
-        // Nothing to decode (and no NUL): the value is the input itself.
         match self.text {
             Some(text) => text.get(start..end).map(Cow::Borrowed),
             None => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
         }
         .ok_or(ParamError::NotUtf8)
     }
+
+    /// The piece starting at `start`, up to the next `&` or the end, found in one pass
+    /// over its bytes (one table load per byte) along with its first `=` and whether its
+    /// name and value need decoding.
+    #[inline(always)]
+    fn piece_at(&self, start: usize) -> Piece {
+        let input = self.input;
+        let mut piece = Piece {
+            start,
+            end: input.len(),
+            equals: None,
+            escaped_name: false,
+            escaped_value: false,
+        };
+        let mut escaped = false;
+        for (i, &b) in input.iter().enumerate().skip(start) {
+            match BYTE_CLASS[usize::from(b)] {
+                Class::Plain => {}
+                Class::Escape => escaped = true,
+                Class::Equals if piece.equals.is_none() => {
+                    piece.equals = Some(i);
+                    piece.escaped_name = escaped;
+                    escaped = false;
+                }
+                Class::Equals => {}
+                Class::Ampersand => {
+                    piece.end = i;
+                    break;
+                }
+            }
+        }
+        if piece.equals.is_some() {
+            piece.escaped_value = escaped;
+        } else {
+            piece.escaped_name = escaped;
+        }
+        piece
+    }
 }
+
+/// One `&`-separated piece of a form-encoded input, as [`FormPairs::piece_at`] found it.
+#[derive(Clone, Copy)]
+struct Piece {
+    start: usize,
+    end: usize,
+    /// Where the first `=` is, if any.
+    equals: Option<usize>,
+    escaped_name: bool,
+    escaped_value: bool,
+}
+
+/// What a byte means to the pair scanner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Plain,
+    /// `%`, `+` or NUL: the component must go through [`decode`].
+    Escape,
+    Equals,
+    Ampersand,
+}
+
+/// [`Class`] of every byte, one load per byte of the input.
+const BYTE_CLASS: [Class; 256] = {
+    let mut table = [Class::Plain; 256];
+    table[b'%' as usize] = Class::Escape;
+    table[b'+' as usize] = Class::Escape;
+    table[0] = Class::Escape;
+    table[b'=' as usize] = Class::Equals;
+    table[b'&' as usize] = Class::Ampersand;
+    table
+};
 
 impl<'a> Iterator for FormPairs<'a> {
     type Item = Result<Pair<'a>, ParamError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.next <= self.input.len() {
-            let start = self.next;
-            let end = self.input[start..]
-                .iter()
-                .position(|b| *b == b'&')
-                .map_or(self.input.len(), |i| start + i);
-            self.next = end + 1;
-            if start == end {
+            let piece = self.piece_at(self.next);
+            self.next = piece.end + 1;
+            if piece.start == piece.end {
                 continue;
             }
-            match self.pair(start, end) {
+            match self.pair(piece) {
                 Ok(None) => continue,
                 Ok(Some(pair)) => return Some(Ok(pair)),
                 Err(e) => {
@@ -632,7 +772,11 @@ mod tests {
     }
 
     fn flatten(p: &Params) -> Vec<(String, String)> {
-        let fields = p.fields.iter().flatten().map(|f| (&f.name, &f.value));
+        let fields = p
+            .slots
+            .iter()
+            .filter_map(|slot| usize::from(*slot).checked_sub(1))
+            .map(|i| (&p.known[i].name, &p.known[i].value));
         let extras = p.extras.iter().map(|(n, v)| (n, v));
         fields
             .chain(extras)
@@ -729,6 +873,48 @@ mod tests {
                 want,
                 "query {query:?} form {form:?}"
             );
+        }
+    }
+
+    /// `parse_id` answers as the std parser it replaced: digits only, 1..=u32::MAX, at
+    /// most ten characters. Seeded: `SEED=<n>` replays a run.
+    #[test]
+    fn parse_id_answers_as_std_parse() {
+        use rand::Rng;
+        let reference = |text: &str| {
+            if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            text.parse::<u32>().ok().filter(|id| *id > 0)
+        };
+        let mut rng = crate::seed::seeded_rng();
+        const EDGES: &[&str] = &[
+            "",
+            "0",
+            "1",
+            "01",
+            "4294967295",
+            "4294967296",
+            "9999999999",
+            "00000000001",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "١",
+        ];
+        for text in EDGES {
+            assert_eq!(parse_id(text), reference(text), "{text:?}");
+        }
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..13);
+            let text: String = (0..len)
+                .map(|_| match rng.random_range(0..12) {
+                    0 => char::from(rng.random_range(0x20u8..0x7f)),
+                    _ => char::from(b'0' + rng.random_range(0..10)),
+                })
+                .collect();
+            assert_eq!(parse_id(&text), reference(&text), "{text:?}");
         }
     }
 

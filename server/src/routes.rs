@@ -25,7 +25,7 @@ use hyper::header::{
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 /// What one server instance shares between its connections.
@@ -281,31 +281,58 @@ fn visitor(app: &App, headers: &HeaderMap, peer: SocketAddr) -> Visitor {
 
 // ---- clicks ---------------------------------------------------------------------------
 
-async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
+/// What a click request asks for, read from its parameters and headers.
+struct ClickAsk {
+    click: ClickRequest,
+    set_cookie: bool,
+    redirect: bool,
+}
+
+/// Reads a click request; `Err` is the answer to a link that cannot be followed. Kept out
+/// of [`click`]'s `async` body so the parameters never live in its future (which hyper
+/// moves around by value).
+// The answer is the error: no larger than the request it replaces, and never boxed on a
+// path that answers anyway.
+#[allow(clippy::result_large_err)]
+fn click_ask<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Result<ClickAsk, Answer> {
     let params = match Params::parse(request.uri().query(), None) {
         Ok(params) => params,
-        Err(e) => return reply::text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return Err(reply::text(StatusCode::BAD_REQUEST, e.to_string())),
     };
     let (campaign_id, affiliate_id) =
         match (params.id(Field::CampaignId), params.id(Field::AffiliateId)) {
             (Ok(Some(c)), Ok(Some(a))) => (c, a),
-            _ => return fallback(app, "malformed_link"),
+            _ => return Err(fallback(app, "malformed_link")),
         };
     let mut source = match params.source() {
         Ok(source) => source,
-        Err(e) => return reply::text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return Err(reply::text(StatusCode::BAD_REQUEST, e.to_string())),
     };
     source.campaign_id = campaign_id;
     source.affiliate_id = affiliate_id;
     let headers = request.headers();
-    let click = ClickRequest {
-        source,
-        visitor: visitor(app, headers, peer),
-        cookie_click_id: cookies::click_cookie(headers, campaign_id),
-        track: !params.flag_off(Field::TrackFlag),
+    Ok(ClickAsk {
+        click: ClickRequest {
+            source,
+            visitor: visitor(app, headers, peer),
+            cookie_click_id: cookies::click_cookie(headers, campaign_id),
+            track: !params.flag_off(Field::TrackFlag),
+        },
+        set_cookie: !params.flag_off(Field::CookieFlag),
+        redirect: !params.flag_off(Field::RedirectFlag),
+    })
+}
+
+async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
+    let ClickAsk {
+        click,
+        set_cookie,
+        redirect,
+    } = match click_ask(app, request, peer) {
+        Ok(ask) => ask,
+        Err(answer) => return answer,
     };
-    let set_cookie = !params.flag_off(Field::CookieFlag);
-    let redirect = !params.flag_off(Field::RedirectFlag);
+    let campaign_id = click.source.campaign_id;
     match app.engine.click(click).await {
         Err(rejection) => fallback(app, rejection.as_str()),
         Ok(ClickOutcome::Tracked {
@@ -322,6 +349,14 @@ async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
                     app.config.public_url_is_https(),
                 )
             });
+            let cookie = match cookie {
+                // The usual answer, from headers built once.
+                Some(cookie) if redirect => {
+                    return reply::redirect_with_cookie(location, cookie)
+                        .unwrap_or_else(|| fallback(app, "bad_landing_url"));
+                }
+                cookie => cookie,
+            };
             let answer = if redirect {
                 match reply::redirect(location) {
                     Some(answer) => answer,
@@ -362,25 +397,40 @@ fn fallback(app: &App, reason: &'static str) -> Answer {
 
 // ---- impressions ----------------------------------------------------------------------
 
-async fn impression<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
-    const ROUTE: &str = "impression";
+/// The label of impression errors in [`metrics::pixel_error`].
+const IMPRESSION_ROUTE: &str = "impression";
+
+/// Reads an impression request; `None` when it is counted as an error already. Not
+/// `async`, so the parameters never live in [`impression`]'s future.
+fn impression_ask<B>(
+    app: &App,
+    request: &Request<B>,
+    peer: SocketAddr,
+) -> Option<ImpressionRequest> {
     let params = match Params::parse(request.uri().query(), None) {
         Ok(params) => params,
         Err(e) => {
-            metrics::pixel_error(ROUTE, e.reason());
-            return gif();
+            metrics::pixel_error(IMPRESSION_ROUTE, e.reason());
+            return None;
         }
     };
     let source = match params.source() {
         Ok(source) if source.campaign_id != 0 && source.affiliate_id != 0 => source,
         _ => {
-            metrics::pixel_error(ROUTE, "malformed_link");
-            return gif();
+            metrics::pixel_error(IMPRESSION_ROUTE, "malformed_link");
+            return None;
         }
     };
-    let impression = ImpressionRequest {
+    Some(ImpressionRequest {
         source,
         visitor: visitor(app, request.headers(), peer),
+    })
+}
+
+async fn impression<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
+    const ROUTE: &str = IMPRESSION_ROUTE;
+    let Some(impression) = impression_ask(app, request, peer) else {
+        return gif();
     };
     if let Err(rejection) = app.engine.impression(impression).await {
         metrics::pixel_error(ROUTE, rejection.as_str());
@@ -388,8 +438,15 @@ async fn impression<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Ans
     gif()
 }
 
+/// The headers of every gif answer, built once (see [`reply::common_headers`]).
+static GIF_HEADERS: LazyLock<HeaderMap> =
+    LazyLock::new(|| reply::common_headers(pixels::GIF_CONTENT_TYPE));
+
+/// The headers of every s2s JSON answer, built once.
+static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| reply::common_headers(reply::JSON));
+
 fn gif() -> Answer {
-    reply::bytes(StatusCode::OK, pixels::GIF_CONTENT_TYPE, &pixels::GIF[..])
+    reply::with_headers(StatusCode::OK, &GIF_HEADERS, &pixels::GIF[..])
 }
 
 // ---- conversions ----------------------------------------------------------------------
@@ -399,9 +456,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    const ROUTE: &str = "pixel";
     let (parts, body) = request.into_parts();
-    let query = parts.uri.query();
     let bytes = if parts.method == Method::POST {
         match body::read(&parts.headers, body).await {
             Ok(bytes) => Some(bytes),
@@ -410,9 +465,37 @@ where
     } else {
         None
     };
+    let (pixel_type, conversion) = match pixel_ask(app, &parts, bytes.as_deref(), peer) {
+        Ok(ask) => ask,
+        Err(answer) => return answer,
+    };
+    let outcome = app.engine.convert(conversion).await;
+    if outcome.status != OutcomeStatus::Approved && outcome.status != OutcomeStatus::Pending {
+        tracing::debug!(
+            status = ?outcome.status,
+            reason = %Escaped(outcome.reason.as_deref().unwrap_or("")),
+            "conversion not counted"
+        );
+    }
+    conversion_answer(pixel_type, &outcome)
+}
+
+/// Reads a conversion pixel or post: its type and the engine's request, or the answer to
+/// a request that cannot be read. Not `async`, so the parameters never live in
+/// [`pixel`]'s future.
+// As for `click_ask`: the error is the answer.
+#[allow(clippy::result_large_err)]
+fn pixel_ask(
+    app: &App,
+    parts: &hyper::http::request::Parts,
+    bytes: Option<&[u8]>,
+    peer: SocketAddr,
+) -> Result<(PixelType, ConversionRequest), Answer> {
+    const ROUTE: &str = "pixel";
+    let query = parts.uri.query();
     let content_type = header_str(&parts.headers, CONTENT_TYPE);
-    let body = match &bytes {
-        Some(b) if b.is_empty() => Ok(None),
+    let body = match bytes {
+        Some([]) => Ok(None),
         Some(b) if starts_with_ignore_case(content_type, "application/json") => {
             Ok(Some(Body::Json(b)))
         }
@@ -429,12 +512,12 @@ where
     let params = match params {
         Ok(params) => params,
         Err(e) => {
-            let pixel_type = sniff_pixel_type(query, bytes.as_deref());
+            let pixel_type = sniff_pixel_type(query, bytes);
             if pixel_type.is_browser() {
                 metrics::pixel_error(ROUTE, e.reason());
             }
             let outcome = ConversionOutcome::refused(OutcomeStatus::Invalid, e.to_string());
-            return conversion_answer(pixel_type, &outcome);
+            return Err(conversion_answer(pixel_type, &outcome));
         }
     };
     let pixel_type = match params.get(Field::PixelType).filter(|p| !p.value.is_empty()) {
@@ -446,7 +529,7 @@ where
                     OutcomeStatus::Invalid,
                     format!("{}: expected img, iframe, js or s2s", p.name),
                 );
-                return reply::json(StatusCode::BAD_REQUEST, &outcome);
+                return Err(reply::json(StatusCode::BAD_REQUEST, &outcome));
             }
         },
     };
@@ -457,18 +540,10 @@ where
                 metrics::pixel_error(ROUTE, "invalid_field");
             }
             let outcome = ConversionOutcome::refused(OutcomeStatus::Invalid, invalid.to_string());
-            return conversion_answer(pixel_type, &outcome);
+            return Err(conversion_answer(pixel_type, &outcome));
         }
     };
-    let outcome = app.engine.convert(conversion).await;
-    if outcome.status != OutcomeStatus::Approved && outcome.status != OutcomeStatus::Pending {
-        tracing::debug!(
-            status = ?outcome.status,
-            reason = %Escaped(outcome.reason.as_deref().unwrap_or("")),
-            "conversion not counted"
-        );
-    }
-    conversion_answer(pixel_type, &outcome)
+    Ok((pixel_type, conversion))
 }
 
 fn conversion_request(
@@ -535,9 +610,9 @@ fn conversion_answer(pixel_type: PixelType, outcome: &ConversionOutcome) -> Answ
             pixels::script(&outcome.browser_pixels),
         ),
         PixelType::S2s => {
-            let mut answer = reply::bytes(
+            let mut answer = reply::with_headers(
                 reply::status(outcome.status.http_status()),
-                reply::JSON,
+                &JSON_HEADERS,
                 crate::outcome::json(outcome),
             );
             if outcome.status == OutcomeStatus::Unavailable {
@@ -610,6 +685,58 @@ fn demo_page<B>(app: &App, request: &Request<B>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A redirect with a cookie from headers made once is the redirect `reply::redirect`
+    /// and `reply::with_header` build, for good and bad locations and cookies.
+    #[test]
+    fn redirect_with_cookie_matches_redirect_then_header() {
+        let headers = |a: &Answer| {
+            a.headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let locations = ["https://shop.example/?ref=abc", "", "bad\nlocation"];
+        let cookies = [
+            "ct_1=abc; Max-Age=60; Path=/; HttpOnly; SameSite=Lax",
+            "",
+            "bad\0",
+        ];
+        for location in locations {
+            for cookie in cookies {
+                let want = reply::redirect(location.to_string())
+                    .map(|a| reply::with_header(a, SET_COOKIE, cookie.to_string()));
+                let got = reply::redirect_with_cookie(location.to_string(), cookie.to_string());
+                assert_eq!(
+                    got.as_ref().map(|a| (a.status(), headers(a))),
+                    want.as_ref().map(|a| (a.status(), headers(a))),
+                    "{location:?} {cookie:?}"
+                );
+            }
+        }
+    }
+
+    /// Answers built from headers made once carry what `reply::bytes` gives them: the
+    /// same status and the same headers in the same order.
+    #[test]
+    fn fixed_header_answers_match_bytes() {
+        let cases = [
+            (StatusCode::OK, pixels::GIF_CONTENT_TYPE, &GIF_HEADERS),
+            (StatusCode::CONFLICT, reply::JSON, &JSON_HEADERS),
+        ];
+        let headers = |a: &Answer| {
+            a.headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        for (status, content_type, fixed) in cases {
+            let want = reply::bytes(status, content_type, &b"body"[..]);
+            let got = reply::with_headers(status, fixed, &b"body"[..]);
+            assert_eq!(got.status(), want.status());
+            assert_eq!(headers(&got), headers(&want));
+        }
+    }
 
     #[test]
     fn bearer_tokens_are_read_case_insensitively() {
