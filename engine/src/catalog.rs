@@ -14,7 +14,7 @@
 
 use crate::api::AdminError;
 use crate::codec::{self, CatalogKind, ControlRecord, ControlSnapshot};
-use crate::config::{Affiliate, Campaign, HttpMethod, PixelKind, Webhook};
+use crate::config::{Affiliate, AffiliateStatus, Campaign, HttpMethod, PixelKind, Webhook};
 use crate::fingerprint::FingerprintKey;
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -104,6 +104,11 @@ impl Catalog {
     }
     pub fn affiliate(&self, id: u32) -> Option<Arc<Affiliate>> {
         self.affiliates.get(&id).map(|e| Arc::clone(e.value()))
+    }
+    /// Whether the affiliate exists and is blocked, without taking a reference to it (the
+    /// click and impression paths ask only this).
+    pub fn affiliate_status(&self, id: u32) -> Option<AffiliateStatus> {
+        self.affiliates.get(&id).map(|e| e.value().status)
     }
     pub fn webhook(&self, id: u32) -> Option<Arc<Webhook>> {
         self.webhooks.get(&id).map(|e| Arc::clone(e.value()))

@@ -576,9 +576,9 @@ impl Engine {
             return Err(Rejection::PausedCampaign);
         }
         let affiliate = catalog
-            .affiliate(source.affiliate_id)
+            .affiliate_status(source.affiliate_id)
             .ok_or(Rejection::UnknownAffiliate)?;
-        if affiliate.status == AffiliateStatus::Blocked {
+        if affiliate == AffiliateStatus::Blocked {
             return Err(Rejection::BlockedAffiliate);
         }
         Ok(campaign)
