@@ -18,6 +18,7 @@
 //! leave it, one per group.
 
 mod convert;
+mod index;
 pub mod state;
 mod syncer;
 
@@ -388,10 +389,36 @@ impl ShardActor {
         }
     }
 
+    /// Reads the index slots the batch's clicks will probe, all at once (see
+    /// [`ShardState::touch_click_slots`]).
+    fn touch_click_slots(&self, batch: &[Cmd]) {
+        let mut touched = 0;
+        for cmd in batch {
+            match cmd {
+                Cmd::Click(draft, _) => touched ^= self.touch_draft(draft),
+                Cmd::Clicks(drafts, _) => {
+                    for draft in drafts {
+                        touched ^= self.touch_draft(draft);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Keeps the loads: their values are otherwise unused.
+        std::hint::black_box(touched);
+    }
+
+    fn touch_draft(&self, draft: &ClickDraft) -> u64 {
+        let rec = &draft.rec;
+        self.state
+            .touch_click_slots(&Id(rec.id), rec.fingerprint, rec.campaign_id)
+    }
+
     /// Applies a batch and hands it to the syncer. Returns (stop, wrote).
     fn run_batch(&mut self, batch: &mut Vec<Cmd>) -> (bool, bool) {
         let mut shutdown = None;
         let size = batch.len();
+        self.touch_click_slots(batch);
         for cmd in batch.drain(..) {
             match cmd {
                 Cmd::Shutdown(reply) => shutdown = Some(reply),
@@ -677,6 +704,12 @@ impl ShardActor {
             cookie,
             cookie_recent_elsewhere,
         } = draft;
+        if self.state.is_full() {
+            return Err(Unavailable(format!(
+                "shard {} holds as many clicks as it can index",
+                self.settings.index
+            )));
+        }
         let since = rec.time_ms.saturating_sub(window_ms);
         let recent = |idx: Option<u32>| {
             idx.and_then(|i| self.state.click(i))
