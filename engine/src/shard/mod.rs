@@ -24,9 +24,9 @@ mod syncer;
 
 pub use convert::{ConvInput, ConvReply, How};
 
-use crate::api::{AdminError, DeliveryState, GroupKey};
+use crate::api::{AdminError, DeliveryState, GroupKey, OutcomeStatus};
 use crate::catalog::Catalog;
-use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, ShardRecord};
+use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, MatchedBy, ShardRecord};
 use crate::config::ConversionStatus;
 use crate::dispatcher::{AttemptOutcome, AttemptReport, Dispatcher};
 use crate::ids::{DeliveryId, Id};
@@ -255,6 +255,8 @@ struct ShardMetrics {
     wal_last_sync_batch_records: metrics::Gauge,
     /// Deliveries pending, delivered and failed (the order of `delivery_states`).
     deliveries: [metrics::Gauge; 3],
+    /// `clicktrail_conversions_total` per (match, status) seen so far: a handful at most.
+    conversions: Vec<((MatchedBy, OutcomeStatus), metrics::Counter)>,
 }
 
 impl ShardMetrics {
@@ -272,6 +274,7 @@ impl ShardMetrics {
                 delivery("delivered"),
                 delivery("failed"),
             ],
+            conversions: Vec::new(),
         }
     }
 }
@@ -581,9 +584,23 @@ impl ShardActor {
         }
     }
 
-    fn metrics(&mut self) -> &ShardMetrics {
+    fn metrics(&mut self) -> &mut ShardMetrics {
         let index = self.settings.index;
         self.metrics.get_or_insert_with(|| ShardMetrics::new(index))
+    }
+
+    /// Counts a conversion answer in `clicktrail_conversions_total`, through a handle
+    /// kept per label pair (`metrics::counter!` builds its labels and searches the
+    /// registry on every call).
+    fn count_conversion(&mut self, by: MatchedBy, status: OutcomeStatus) {
+        let counters = &mut self.metrics().conversions;
+        if let Some((_, counter)) = counters.iter().find(|(key, _)| *key == (by, status)) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!("clicktrail_conversions_total", "matched_by" => by.as_str(), "status" => status.as_str());
+        counter.increment(1);
+        counters.push(((by, status), counter));
     }
 
     fn poison(&mut self, reason: String) {

@@ -179,9 +179,9 @@ pub struct ShardState {
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: FastMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
-    conversion_index: HashMap<Id, u32>,
+    conversion_index: FastMap<Id, u32>,
     /// Conversions of each click (indexes into `conversions`).
-    click_conversions: HashMap<Id, Vec<u32>>,
+    click_conversions: FastMap<Id, Vec<u32>>,
     counters: FastMap<StatKey, CountersRec>,
     /// Deliveries per state (pending, delivered, failed), for metrics.
     delivery_states: [u64; 3],
@@ -512,15 +512,16 @@ impl ShardState {
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
         let add = conversion_counters(&c);
-        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        self.counters_mut(
-            c.time_ms,
-            c.campaign_id,
-            c.affiliate_id,
-            c.creative_id,
-            &sid1,
-        )
-        .add(&add);
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self
+                .sid1s
+                .intern(c.sub_ids.first().map_or("", |s| s.as_str())),
+        };
+        self.counters.entry(key).or_default().add(&add);
         for d in &c.deliveries {
             self.count_delivery(d.state, 1);
         }
