@@ -37,11 +37,17 @@ pub const MAX_INDEX: u32 = u32::MAX - 1;
 /// Smallest table (slots) once anything is inserted.
 const MIN_SLOTS: usize = 16;
 
-/// Load factor at most 3/4: linear probing's unsuccessful search then reads about 8.5
-/// slots at worst (68 bytes, about one cache line and its neighbour), 2.5 on average over
-/// a doubling cycle; at hashbrown's 7/8 it would read 32.
+/// Load factor at most 3/4 as the table grows: linear probing's unsuccessful search then
+/// reads about 8.5 slots at worst (68 bytes, about one cache line and its neighbour), 2.5
+/// on average over a doubling cycle; at hashbrown's 7/8 it would read 32.
 const MAX_LOAD_NUM: usize = 3;
 const MAX_LOAD_DEN: usize = 4;
+/// Load factor at most 7/8 for room reserved at once (recovery knows how many clicks it
+/// replays): at 3/4 a table reserved for a few hundred thousand clicks was often twice
+/// the size, and recovery paid a page fault for every 4 KiB of it. The next growth goes
+/// back to 3/4.
+const RESERVED_LOAD_NUM: usize = 7;
+const RESERVED_LOAD_DEN: usize = 8;
 
 /// An index from a 32-bit tag (of a random or keyed hash) to click indexes. Several keys
 /// may share a tag: lookups confirm a tag match with the caller's `eq`.
@@ -49,6 +55,8 @@ const MAX_LOAD_DEN: usize = 4;
 pub struct ClickIndex {
     slots: Vec<Slot>,
     len: usize,
+    /// Entries the table takes before it grows.
+    limit: usize,
     /// `32 - log2(slots.len())`: a tag's home slot is its top bits.
     shift: u32,
 }
@@ -153,15 +161,25 @@ impl ClickIndex {
         self.len += 1;
     }
 
-    /// Makes room for `additional` more entries without growing on the way.
+    /// Makes room for `additional` more entries without growing on the way (filling the
+    /// table up to 7/8, see [`RESERVED_LOAD_NUM`]).
     pub fn reserve(&mut self, additional: usize) {
-        if self.needs_room(additional) {
-            self.grow(self.len + additional);
+        let entries = self.len + additional;
+        let fits = |slots: usize| slots * RESERVED_LOAD_NUM / RESERVED_LOAD_DEN;
+        if entries <= self.limit.max(fits(self.slots.len())) {
+            self.limit = self.limit.max(entries);
+            return;
         }
+        let slots = (entries * RESERVED_LOAD_DEN)
+            .div_ceil(RESERVED_LOAD_NUM)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
+        self.rehash(slots);
+        self.limit = self.limit.max(entries);
     }
 
     fn needs_room(&self, additional: usize) -> bool {
-        (self.len + additional) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM
+        self.len + additional > self.limit
     }
 
     /// The first empty slot from the tag's home (the table has room).
@@ -174,10 +192,15 @@ impl ClickIndex {
         pos
     }
 
-    /// Moves every entry into a table big enough for `entries`.
+    /// Moves every entry into a table big enough for `entries` at the growing load.
     fn grow(&mut self, entries: usize) {
         let wanted = (entries * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM);
-        let size = wanted.next_power_of_two().max(MIN_SLOTS);
+        self.rehash(wanted.next_power_of_two().max(MIN_SLOTS));
+    }
+
+    /// Moves every entry into a table of `size` slots (a power of two).
+    fn rehash(&mut self, size: usize) {
+        self.limit = size / MAX_LOAD_DEN * MAX_LOAD_NUM;
         let old = std::mem::replace(&mut self.slots, vec![0; size]);
         self.shift = 32 - size.trailing_zeros();
         // Start after an empty slot, so no run of probed slots is split at the array's end:
@@ -232,12 +255,24 @@ mod tests {
                 let found = index.find(tag(key), |i| store[i as usize] == key);
                 assert_eq!(found, model.get(&key).copied(), "seed {seed}, key {key}");
             }
+            // Reserved room is taken without growing (up to 7/8 full).
             let mut unique = ClickIndex::default();
             unique.reserve(10);
-            for (idx, &key) in store.iter().enumerate().take(2_000) {
+            unique.insert_unique(tag(store[0]), 0);
+            unique.reserve(3_499);
+            let reserved_bytes = unique.allocation_size();
+            assert_eq!(reserved_bytes, 4_096 * 8, "3 500 entries in 4 096 slots");
+            for (idx, &key) in store.iter().enumerate().take(3_500).skip(1) {
                 unique.insert_unique(tag(key), idx as u32);
             }
-            for (idx, &key) in store.iter().enumerate().take(2_000) {
+            assert_eq!(unique.allocation_size(), reserved_bytes, "seed {seed}");
+            unique.insert_unique(tag(store[3_500]), 3_500);
+            assert_eq!(
+                unique.allocation_size(),
+                2 * reserved_bytes,
+                "then it grows"
+            );
+            for (idx, &key) in store.iter().enumerate().take(3_501) {
                 let found = unique.find(tag(key), |i| i == idx as u32);
                 assert_eq!(found, Some(idx as u32), "seed {seed}, unique {idx}");
             }
