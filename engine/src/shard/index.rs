@@ -61,9 +61,9 @@ pub struct ClickIndex {
     shift: u32,
 }
 
-/// The tag of a 64-bit hash: its low 32 bits, multiplied by an odd constant (a bijection,
-/// so distinct hashes keep distinct tags) to carry every bit into the top bits that place
-/// the slot.
+/// The tag of a 64-bit hash: its low 32 bits, multiplied by an odd constant (a bijection
+/// of 32-bit values, so keys whose low bits differ keep distinct tags) to carry every bit
+/// into the top bits that place the slot.
 pub fn tag_of(hash: u64) -> u32 {
     (hash as u32).wrapping_mul(0x9E37_79B9)
 }
