@@ -364,14 +364,14 @@ impl ShardActor {
             audit.push(format!("{why} (original {orig})"));
         }
 
-        let (campaign_id, affiliate_id, creative_id, sub_ids, mut extras, click_id) = match &matched
+        let (campaign_id, affiliate_id, creative_id, sub_ids, mut extras, click_id) = match matched
         {
             Some(m) => (
                 m.campaign_id,
                 m.affiliate_id,
                 m.creative_id,
-                m.sub_ids.clone(),
-                m.extras.clone(),
+                m.sub_ids,
+                m.extras,
                 Some(m.id.0),
             ),
             None => (
@@ -463,7 +463,7 @@ impl ShardActor {
         }
         self.state.apply(record);
         self.current.deliveries.extend(jobs);
-        metrics::counter!("clicktrail_conversions_total", "matched_by" => matched_by.as_str(), "status" => outcome.status.as_str()).increment(1);
+        self.count_conversion(matched_by, outcome.status);
         (ConvReply::Done(outcome), true)
     }
 }

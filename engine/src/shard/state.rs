@@ -5,6 +5,7 @@
 //! Every change goes through an `apply_*` function taking the WAL record, both live (after
 //! the record is appended) and during recovery, so replay rebuilds exactly the live state.
 
+use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use crate::api::DeliveryState;
 use crate::codec::{
     AttemptRec, ClickRec, ClickRecRef, ClickSnap, ConversionRec, CountersRec, DeliveryRec,
@@ -12,7 +13,6 @@ use crate::codec::{
 };
 use crate::config::ConversionStatus;
 use crate::ids::Id;
-use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -55,29 +55,6 @@ impl ClickCore {
 fn fp_hash(fingerprint: u64, campaign_id: u32) -> u64 {
     // The fingerprint is already a keyed hash; mixing in the campaign spreads its entries.
     fingerprint ^ u64::from(campaign_id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// An entry of a click index: the click's index in the store and 32 bits of its key's
-/// hash. With the bits at hand the table rehashes as it grows, and skips entries of other
-/// keys, without reading the click store: each such read is a cache miss into hundreds of
-/// megabytes, and growing the tables that way was a tenth of a click's cost on the shard.
-/// Costs 4 bytes per entry (about 5 B per click per index at the tables' load).
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    idx: u32,
-    tag: u32,
-}
-
-/// A click index's tag: 32 bits of the key's hash (itself random: an ID's random bits or a
-/// keyed fingerprint).
-fn tag_of(hash: u64) -> u32 {
-    hash as u32
-}
-
-/// The table hash of a tag. The multiplication carries every bit of the tag into the top
-/// bits hashbrown keeps as its control byte; the low bits (the bucket) stay the tag's own.
-fn slot_hash(tag: u32) -> u64 {
-    u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The maps on the click path (interners, counters, impressions) hash with hashbrown's
@@ -193,18 +170,18 @@ pub struct ShardState {
     chunks: Vec<Vec<ClickCore>>,
     click_count: usize,
     /// Click index by ID (the tag is the ID's random bits).
-    by_id: HashTable<Slot>,
+    by_id: ClickIndex,
     /// Latest click per (fingerprint, campaign).
-    by_fingerprint: HashTable<Slot>,
+    by_fingerprint: ClickIndex,
     ipv6: HashMap<u32, Ipv6Addr>,
     tails: TailInterner,
     sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: FastMap<(u64, u32), u64>,
     pub conversions: Vec<ConversionRec>,
-    conversion_index: HashMap<Id, u32>,
+    conversion_index: FastMap<Id, u32>,
     /// Conversions of each click (indexes into `conversions`).
-    click_conversions: HashMap<Id, Vec<u32>>,
+    click_conversions: FastMap<Id, Vec<u32>>,
     counters: FastMap<StatKey, CountersRec>,
     /// Deliveries per state (pending, delivered, failed), for metrics.
     delivery_states: [u64; 3],
@@ -262,25 +239,32 @@ impl ShardState {
     }
 
     pub fn find_click(&self, id: &Id) -> Option<u32> {
-        let tag = tag_of(id.hash64());
-        self.by_id
-            .find(slot_hash(tag), |s| {
-                s.tag == tag && self.click(s.idx).is_some_and(|c| c.id == *id)
-            })
-            .map(|s| s.idx)
+        self.by_id.find(tag_of(id.hash64()), |i| {
+            self.click(i).is_some_and(|c| c.id == *id)
+        })
     }
 
     /// The latest click of this fingerprint on this campaign.
     pub fn latest_click(&self, fingerprint: u64, campaign_id: u32) -> Option<u32> {
-        let tag = tag_of(fp_hash(fingerprint, campaign_id));
         self.by_fingerprint
-            .find(slot_hash(tag), |s| {
-                s.tag == tag
-                    && self.click(s.idx).is_some_and(|c| {
-                        c.fingerprint == fingerprint && c.campaign_id == campaign_id
-                    })
+            .find(tag_of(fp_hash(fingerprint, campaign_id)), |i| {
+                self.click(i)
+                    .is_some_and(|c| c.fingerprint == fingerprint && c.campaign_id == campaign_id)
             })
-            .map(|s| s.idx)
+    }
+
+    /// Reads the index slots a new click (this ID, fingerprint and campaign) will probe,
+    /// so that a batch can take their cache misses together (see [`ClickIndex::touch`]).
+    pub fn touch_click_slots(&self, id: &Id, fingerprint: u64, campaign_id: u32) -> u64 {
+        self.by_id.touch(tag_of(id.hash64()))
+            ^ self
+                .by_fingerprint
+                .touch(tag_of(fp_hash(fingerprint, campaign_id)))
+    }
+
+    /// Whether the shard holds as many clicks as its indexes can address.
+    pub fn is_full(&self) -> bool {
+        self.click_count > MAX_INDEX as usize
     }
 
     pub fn last_impression_ms(&self, fingerprint: u64, campaign_id: u32) -> Option<u64> {
@@ -384,6 +368,12 @@ impl ShardState {
     }
 
     fn push_click(&mut self, snap: ClickSnap) {
+        if self.is_full() {
+            // Never live (the actor refuses clicks first); a log merged from several shards
+            // could in theory hold more than one shard can address.
+            tracing::warn!("shard full: a replayed click is dropped");
+            return;
+        }
         let idx = self.click_count as u32;
         let mut flags = 0;
         if snap.unique {
@@ -418,28 +408,21 @@ impl ShardState {
             chunk.push(core);
         }
         self.click_count += 1;
+        self.by_id.insert_unique(tag_of(core.id.hash64()), idx);
+        // The fingerprint index keeps the latest click (by time) per (fingerprint, campaign).
         let chunks = &self.chunks;
         let get = |i: u32| chunks[i as usize / CHUNK_CLICKS][i as usize % CHUNK_CLICKS];
-        let tag = tag_of(core.id.hash64());
-        self.by_id
-            .insert_unique(slot_hash(tag), Slot { idx, tag }, |s| slot_hash(s.tag));
-        // The fingerprint index keeps the latest click (by time) per (fingerprint, campaign).
         let tag = tag_of(fp_hash(core.fingerprint, core.campaign_id));
-        match self.by_fingerprint.find_mut(slot_hash(tag), |s| {
-            s.tag == tag && {
-                let c = get(s.idx);
-                c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
-            }
+        match self.by_fingerprint.probe(tag, |i| {
+            let c = get(i);
+            c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
         }) {
-            Some(slot) => {
-                if get(slot.idx).time_ms <= core.time_ms {
-                    slot.idx = idx;
+            Probe::Found { pos, idx: latest } => {
+                if get(latest).time_ms <= core.time_ms {
+                    self.by_fingerprint.repoint(pos, idx);
                 }
             }
-            None => {
-                self.by_fingerprint
-                    .insert_unique(slot_hash(tag), Slot { idx, tag }, |s| slot_hash(s.tag));
-            }
+            Probe::Vacant { pos } => self.by_fingerprint.fill(pos, tag, idx),
         }
     }
 
@@ -506,8 +489,8 @@ impl ShardState {
     /// Makes room for `clicks` more clicks in the click indexes (recovery knows how many
     /// it will replay), so they are not rehashed as they grow.
     pub fn reserve_clicks(&mut self, clicks: usize) {
-        self.by_id.reserve(clicks, |s| slot_hash(s.tag));
-        self.by_fingerprint.reserve(clicks, |s| slot_hash(s.tag));
+        self.by_id.reserve(clicks);
+        self.by_fingerprint.reserve(clicks);
     }
 
     pub fn apply_impression(&mut self, i: &ImpressionRec) {
@@ -529,15 +512,16 @@ impl ShardState {
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
         let add = conversion_counters(&c);
-        let sid1 = c.sub_ids.first().cloned().unwrap_or_default();
-        self.counters_mut(
-            c.time_ms,
-            c.campaign_id,
-            c.affiliate_id,
-            c.creative_id,
-            &sid1,
-        )
-        .add(&add);
+        let key = StatKey {
+            day: (c.time_ms / MS_PER_DAY) as u32,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sid1: self
+                .sid1s
+                .intern(c.sub_ids.first().map_or("", |s| s.as_str())),
+        };
+        self.counters.entry(key).or_default().add(&add);
         for d in &c.deliveries {
             self.count_delivery(d.state, 1);
         }
@@ -810,7 +794,7 @@ mod tests {
         }
     }
 
-    /// The click indexes (whose entries carry hash bits, see [`Slot`]) find every click by
+    /// The click indexes (whose entries carry hash bits, see the `index` module) find every click by
     /// its ID and the latest click per (fingerprint, campaign) while they grow, including
     /// keys whose hash bits collide (IDs equal in all their hashed bytes; fingerprints whose
     /// `fp_hash` is equal on two campaigns), and the same after a snapshot round trip.

@@ -41,20 +41,24 @@ pub(super) struct SyncJob {
 
 impl SyncJob {
     /// Sends the answers and, if durable, the deliveries; releases the reservations if not.
-    pub fn finish_here(self, durable: bool, shared: &Shared, dispatcher: &Dispatcher) {
+    /// Empties the job and keeps its lists' memory (the actor reuses its job when it
+    /// answers a batch itself).
+    pub fn finish_here(&mut self, durable: bool, shared: &Shared, dispatcher: &Dispatcher) {
         if durable {
-            for job in self.deliveries {
+            for job in self.deliveries.drain(..) {
                 dispatcher.submit(job);
             }
+            self.reservations.clear();
         } else {
-            for (key, id) in self.reservations {
+            for (key, id) in self.reservations.drain(..) {
                 shared
                     .merchant_refs
                     .remove_if(&key, |_, (rid, _)| *rid == id);
             }
+            self.deliveries.clear();
         }
-        for reply in self.replies {
-            reply(durable);
+        for reply in self.replies.drain(..) {
+            reply.send(durable);
         }
     }
 }
@@ -81,7 +85,7 @@ impl Syncer {
             .spawn(move || run(index, rx, &health, &done_tx))?;
         tokio::spawn(async move {
             while let Some((jobs, durable)) = done_rx.recv().await {
-                for job in jobs {
+                for mut job in jobs {
                     job.finish_here(durable, &shared, &dispatcher);
                 }
             }
@@ -96,7 +100,7 @@ impl Syncer {
     /// is finished here as not durable rather than lost.
     pub fn send(&self, job: SyncJob, shared: &Shared, dispatcher: &Dispatcher) {
         let Some(jobs) = &self.jobs else { return };
-        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+        if let Err(mpsc::SendError(mut job)) = jobs.send(job) {
             job.finish_here(false, shared, dispatcher);
         }
     }
