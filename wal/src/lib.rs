@@ -28,7 +28,7 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use group::GroupCommit;
-pub use writer::PendingSync;
+pub use writer::{PendingSnapshot, PendingSync};
 
 /// Log sequence number: every appended record gets the next one, starting at 1.
 pub type Lsn = u64;
@@ -242,6 +242,21 @@ impl Wal {
     /// first. `lsn` must be at most `next_lsn()`.
     pub fn write_snapshot(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
         self.inner.write_snapshot(lsn, data)
+    }
+
+    /// [`Wal::write_snapshot`] in two steps, for a snapshot too large to write on the
+    /// owner's thread: syncs the log and returns the snapshot as a [`PendingSnapshot`] for
+    /// another thread to write while the owner keeps appending. Call
+    /// [`Wal::finish_snapshot`] with its LSN once it has run, to drop the older snapshot
+    /// and segments it replaces. One at a time: begin the next after finishing this one.
+    pub fn begin_snapshot(&mut self, lsn: Lsn, data: Vec<u8>) -> Result<PendingSnapshot, Error> {
+        self.inner.begin_snapshot(lsn, data)
+    }
+
+    /// After a [`PendingSnapshot`] ran successfully: keeps the two newest snapshots and
+    /// deletes what neither needs, as [`Wal::write_snapshot`] does.
+    pub fn finish_snapshot(&mut self, lsn: Lsn) -> Result<(), Error> {
+        self.inner.finish_snapshot(lsn)
     }
 
     pub fn stats(&self) -> WalStats {

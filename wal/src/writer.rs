@@ -567,6 +567,27 @@ impl Writer {
     }
 
     pub(crate) fn write_snapshot(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
+        self.prepare_snapshot(lsn)?;
+        write_snapshot_file(&*self.storage, lsn, data)?;
+        self.finish_snapshot(lsn)
+    }
+
+    pub(crate) fn begin_snapshot(
+        &mut self,
+        lsn: Lsn,
+        data: Vec<u8>,
+    ) -> Result<PendingSnapshot, Error> {
+        self.prepare_snapshot(lsn)?;
+        Ok(PendingSnapshot {
+            storage: Arc::clone(&self.storage),
+            lsn,
+            data,
+        })
+    }
+
+    /// Checks `lsn` and makes every record the snapshot stands for durable before the
+    /// snapshot is, so recovery never finds a snapshot beyond the end of the log.
+    fn prepare_snapshot(&mut self, lsn: Lsn) -> Result<(), Error> {
         self.check_poisoned()?;
         if lsn == 0 || lsn > self.next_lsn {
             return Err(invalid(format!(
@@ -574,13 +595,13 @@ impl Writer {
                 self.next_lsn
             )));
         }
-        // The records the snapshot stands for must be durable before it is, so recovery
-        // never finds a snapshot beyond the end of the log.
-        self.sync()?;
-        let name = snapshot::snapshot_name(lsn);
-        let contents = snapshot::encode(lsn, data);
-        self.storage
-            .create(&name, contents.len() as u64, &contents)?;
+        self.sync()
+    }
+
+    /// After the snapshot at `lsn` is durable: keeps the two newest snapshots and drops
+    /// the segments neither needs.
+    pub(crate) fn finish_snapshot(&mut self, lsn: Lsn) -> Result<(), Error> {
+        self.check_poisoned()?;
         if let Err(i) = self.snapshot_files.binary_search(&lsn) {
             self.snapshot_files.insert(i, lsn);
         }
@@ -602,6 +623,39 @@ impl Writer {
         self.storage.sync_dir()?;
         Ok(())
     }
+}
+
+/// A snapshot whose file is still to be written, handed out by [`crate::Wal::begin_snapshot`]
+/// so that the long part (a file as large as the state, and its sync) runs on another
+/// thread while the owner keeps appending. The records it stands for are already durable.
+#[must_use = "the snapshot exists only once it runs and the log is told it finished"]
+pub struct PendingSnapshot {
+    storage: Arc<dyn Storage>,
+    lsn: Lsn,
+    data: Vec<u8>,
+}
+
+impl PendingSnapshot {
+    /// The LSN the snapshot covers up to (exclusive).
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// Writes and syncs the snapshot file atomically. Then give its LSN to
+    /// [`crate::Wal::finish_snapshot`]; until then the snapshot is a valid recovery point,
+    /// but older snapshots and segments are kept.
+    pub fn run(self) -> Result<Lsn, Error> {
+        write_snapshot_file(&*self.storage, self.lsn, &self.data)?;
+        Ok(self.lsn)
+    }
+}
+
+/// Writes the snapshot file of `lsn` (framed and checksummed) and syncs it.
+fn write_snapshot_file(storage: &dyn Storage, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
+    let name = snapshot::snapshot_name(lsn);
+    let contents = snapshot::encode(lsn, data);
+    storage.create(&name, contents.len() as u64, &contents)?;
+    Ok(())
 }
 
 /// Creates the file of a prepared segment starting with its header `page`; with

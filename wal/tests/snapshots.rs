@@ -102,6 +102,55 @@ fn two_snapshots_are_kept_and_older_segments_deleted() {
     check(dir.path(), Some((taken[4], &5u64.to_le_bytes())), &records);
 }
 
+/// `begin_snapshot` / `finish_snapshot`: the file is written on another thread while the
+/// owner keeps appending; until `finish_snapshot` the older snapshots and segments stay,
+/// and a crash in between recovers from the new snapshot all the same.
+#[test]
+fn a_snapshot_written_on_another_thread_while_appends_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mut records = Vec::new();
+    let mut taken = Vec::new();
+    for round in 1..=5u64 {
+        append_n(&mut wal, &mut records, 150);
+        let lsn = wal.next_lsn() - 10;
+        let pending = wal
+            .begin_snapshot(lsn, round.to_le_bytes().to_vec())
+            .expect("begin");
+        assert_eq!(pending.lsn(), lsn);
+        let writer = std::thread::spawn(move || pending.run());
+        append_n(&mut wal, &mut records, 50);
+        assert_eq!(writer.join().expect("writer thread").expect("run"), lsn);
+        taken.push(lsn);
+        // Written, not yet finished: nothing older was deleted.
+        assert_eq!(
+            files(dir.path(), "snap-").len(),
+            taken.len().min(3),
+            "round {round}"
+        );
+        if round == 5 {
+            break;
+        }
+        wal.finish_snapshot(lsn).expect("finish");
+        assert_eq!(files(dir.path(), "snap-").len(), taken.len().min(2));
+    }
+    // A crash between the write and `finish_snapshot`: the new snapshot is the recovery
+    // point, and every record from it on is there.
+    drop(wal);
+    let mut wal = check(dir.path(), Some((taken[4], &5u64.to_le_bytes())), &records);
+    wal.finish_snapshot(taken[4])
+        .expect("finish after reopening");
+    let segments_live = files(dir.path(), "seg-").len();
+    drop(wal);
+    let snaps = files(dir.path(), "snap-");
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps[0].contains(&format!("{:020}", taken[3])));
+    // About 200 records of ~50 bytes fill 2-3 segments of 8 KiB per round: over 10
+    // segments were written; only those from the older kept snapshot on are left.
+    assert!(segments_live <= 7, "{segments_live} segments left");
+    check(dir.path(), Some((taken[4], &5u64.to_le_bytes())), &records);
+}
+
 #[test]
 fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
     let dir = tempfile::tempdir().expect("tempdir");

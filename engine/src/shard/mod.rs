@@ -19,6 +19,7 @@
 
 mod convert;
 mod index;
+mod snapshot_writer;
 pub mod state;
 mod syncer;
 
@@ -290,6 +291,8 @@ pub struct ShardActor {
     // Declared first so it drops first: the syncer finishes what it was sent before the
     // log closes.
     syncer: Syncer,
+    /// The snapshot whose file is being written, if any (one at a time).
+    snapshot_writer: Option<snapshot_writer::SnapshotWriter>,
     settings: ShardSettings,
     pub state: ShardState,
     wal: wal::Wal,
@@ -403,6 +406,7 @@ impl ShardActor {
             dispatcher,
             poisoned: None,
             records_since_snapshot: 0,
+            snapshot_writer: None,
             buf: Vec::with_capacity(512),
             current: SyncJob::default(),
             wrote: false,
@@ -563,10 +567,14 @@ impl ShardActor {
                 &self.dispatcher,
             );
         }
-        if self.records_since_snapshot >= self.snapshot_due_after() {
+        self.reap_snapshot(false);
+        if self.snapshot_writer.is_none()
+            && self.records_since_snapshot >= self.snapshot_due_after()
+        {
             blocking(|| self.snapshot());
         }
         if let Some(reply) = shutdown {
+            self.reap_snapshot(true);
             if let Err(e) = self.wal.sync() {
                 self.poison(e.to_string());
             }
@@ -988,10 +996,36 @@ impl ShardActor {
             .collect()
     }
 
-    /// Writes a snapshot of the whole state, dropping clicks past the longest cookie life,
+    /// Tells the log about a snapshot whose file its thread has written (waiting for the
+    /// thread when `wait`), so the log can delete what the snapshot replaces.
+    fn reap_snapshot(&mut self, wait: bool) {
+        let Some(writer) = self
+            .snapshot_writer
+            .take_if(|writer| wait || writer.is_finished())
+        else {
+            return;
+        };
+        let finished = writer
+            .wait()
+            .and_then(|(lsn, took)| self.wal.finish_snapshot(lsn).map(|()| (lsn, took)));
+        match finished {
+            Ok((lsn, took)) => tracing::info!(
+                shard = self.settings.index,
+                lsn,
+                write_ms = took.as_millis(),
+                "snapshot written"
+            ),
+            Err(e) => {
+                tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
+            }
+        }
+    }
+
+    /// Takes a snapshot of the whole state, dropping clicks past the longest cookie life,
     /// impression entries past their campaign's unique window and settled conversions past
-    /// [`CONVERSION_RETENTION_MS`], and lets the log delete the segments it covers.
+    /// [`CONVERSION_RETENTION_MS`], and starts writing it (see [`Self::reap_snapshot`]).
     fn snapshot(&mut self) {
+        let started = std::time::Instant::now();
         let now = self.now_ms();
         let catalog = &self.shared.catalog;
         let keep_clicks_since = now.saturating_sub(catalog.max_cookie_life_ms());
@@ -1018,10 +1052,21 @@ impl ShardActor {
         let dropped_conversions = self.state.conversions.len() - snap.conversions.len();
         let pruned_impressions = self.state.impression_entries() - snap.impressions.len();
         let data = codec::encode_shard_snapshot(&snap);
+        let encode_ms = started.elapsed().as_millis();
         let lsn = self.wal.next_lsn();
-        match self.wal.write_snapshot(lsn, &data) {
-            Ok(()) => {
-                self.records_since_snapshot = 0;
+        let bytes = data.len();
+        // The records it covers are synced here; the file is written on its own thread.
+        let started_writer = self.wal.begin_snapshot(lsn, data).and_then(|pending| {
+            Ok(snapshot_writer::SnapshotWriter::start(
+                self.settings.index,
+                pending,
+            )?)
+        });
+        // Either way the next one is an interval away: the log itself is still fine.
+        self.records_since_snapshot = 0;
+        match started_writer {
+            Ok(writer) => {
+                self.snapshot_writer = Some(writer);
                 // Memory shrinks only by rebuilding from what the snapshot kept.
                 if dropped_clicks + dropped_conversions + pruned_impressions > 0 {
                     self.state = ShardState::from_snapshot(snap);
@@ -1029,15 +1074,14 @@ impl ShardActor {
                 tracing::info!(
                     shard = self.settings.index,
                     lsn,
-                    bytes = data.len(),
+                    bytes,
                     dropped_clicks,
                     dropped_conversions,
-                    "snapshot written"
+                    encode_ms,
+                    "snapshot encoded; writing it"
                 );
             }
             Err(e) => {
-                // The log itself is still fine; try again after the next interval.
-                self.records_since_snapshot = 0;
                 tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
             }
         }
