@@ -152,21 +152,9 @@ impl Compiled {
             extra_names: String::new(),
             parts: Vec::new(),
         };
-        let bytes = template.as_bytes();
         let mut copied_to = 0;
-        let mut i = 0;
         // The scan of `expand_into`, recording where values go instead of writing them.
-        while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
-            i += offset;
-            let found = match bytes[i] {
-                b'{' => macro_at(template, i + 1, b"}"),
-                b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, b"=]"),
-                _ => None,
-            };
-            let Some((name, end)) = found else {
-                i += 1;
-                continue;
-            };
+        for (i, name, end) in macros_in(template) {
             let part = match fields::lookup(name) {
                 Some(field) if is_flag(field) => None,
                 Some(field) => Some(Part::Field(field)),
@@ -187,7 +175,6 @@ impl Compiled {
                 compiled.parts.push(part);
                 copied_to = end;
             }
-            i = end;
         }
         if copied_to < template.len() {
             compiled.parts.push(Part::Text(copied_to..template.len()));
@@ -326,22 +313,9 @@ fn expand_into(
     write_value: impl Fn(&mut String, &str),
 ) {
     out.reserve(template.len() + EXPANSION_HEADROOM_BYTES);
-    let bytes = template.as_bytes();
     let mut copied_to = 0;
-    let mut i = 0;
-    // From one possible macro opening to the next (found a word at a time by `memchr2`);
-    // the text between is copied in bulk.
-    while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
-        i += offset;
-        let found = match bytes[i] {
-            b'{' => macro_at(template, i + 1, b"}"),
-            b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, b"=]"),
-            _ => None,
-        };
-        let Some((name, end)) = found else {
-            i += 1;
-            continue;
-        };
+    // The text between macros is copied in bulk.
+    for (i, name, end) in macros_in(template) {
         if let Some(value) = resolve(name, macros) {
             out.push_str(&template[copied_to..i]);
             match value {
@@ -350,9 +324,35 @@ fn expand_into(
             }
             copied_to = end;
         }
-        i = end;
     }
     out.push_str(&template[copied_to..]);
+}
+
+/// Every macro of a template in order, `{name}` or `[=name=]`: where its text starts, its
+/// name, and where its text ends. From one possible opening to the next, found a word at a
+/// time by `memchr2`.
+fn macros_in(template: &str) -> impl Iterator<Item = (usize, &str, usize)> {
+    let bytes = template.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[i..]) {
+            i += offset;
+            let found = match bytes[i] {
+                b'{' => macro_at(template, i + 1, b"}"),
+                b'[' if bytes.get(i + 1) == Some(&b'=') => macro_at(template, i + 2, b"=]"),
+                _ => None,
+            };
+            match found {
+                Some((name, end)) => {
+                    let start = i;
+                    i = end;
+                    return Some((start, name, end));
+                }
+                None => i += 1,
+            }
+        }
+        None
+    })
 }
 
 /// A macro name starting at `start` and closed by `close`: `(name, index after close)`.
