@@ -18,7 +18,7 @@ use crate::config::{Affiliate, AffiliateStatus, Campaign, HttpMethod, PixelKind,
 use crate::fingerprint::FingerprintKey;
 use dashmap::DashMap;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -48,38 +48,11 @@ const CONTROL_SEGMENT_BYTES: u64 = 2 << 20;
 /// (32 x 8 KiB) with room to spare.
 const CONTROL_MAX_RECORD_BYTES: u32 = 512 << 10;
 
-/// Hashes a catalog ID by one multiplication (Fibonacci hashing) instead of SipHash.
-///
-/// Every click and pixel looks up its campaign and affiliate, and SipHash was most of the
-/// cost of those lookups. SipHash guards a table against keys chosen to collide; here
-/// only the operator inserts keys (the IDs of configured entries, at most
-/// [`MAX_CATALOG_ENTRIES`]), and an ID taken from a request is only looked up, so a
-/// visitor can make a lookup miss but cannot make the table degrade.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-/// 2^64 divided by the golden ratio, odd: multiplying by it spreads consecutive IDs over
-/// the high bits, which pick the map shard and the control byte.
-const FIBONACCI_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl Hasher for IdHasher {
-    fn write_u32(&mut self, id: u32) {
-        self.0 = (self.0 ^ u64::from(id)).wrapping_mul(FIBONACCI_MULTIPLIER);
-    }
-    /// Only `u32` keys are hashed; bytes (never written today) are folded in one at a time
-    /// so that any other key type would still hash correctly, only slower.
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u32(u32::from(b));
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A catalog table: entries by ID.
-type IdMap<T> = DashMap<u32, Arc<T>, BuildHasherDefault<IdHasher>>;
+/// A catalog table: entries by ID. Every click and pixel looks up its campaign and
+/// affiliate, and SipHash was most of the cost of those lookups; it guards a table against
+/// keys chosen to collide, but only the operator inserts keys here (a request's ID is only
+/// looked up), so the tables use hashbrown's hasher, as the shard's maps do.
+type IdMap<T> = DashMap<u32, Arc<T>, hashbrown::DefaultHashBuilder>;
 
 /// The shared, in-memory catalog.
 #[derive(Default)]
