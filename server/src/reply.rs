@@ -96,8 +96,6 @@ pub fn redirect(location: String) -> Option<Answer> {
     Some(answer)
 }
 
-/// Adds a header whose value is built from data, taking its buffer without a copy; a
-/// value that cannot be a header is dropped (our own values never contain control bytes).
 /// The headers of a redirect that sets a cookie (a click's usual answer), built once with
 /// placeholder `Location` and `Set-Cookie` values that [`redirect_with_cookie`] replaces
 /// in place: the entries keep the order [`redirect`] and [`with_header`] give them.
@@ -109,19 +107,41 @@ static REDIRECT_WITH_COOKIE: LazyLock<HeaderMap> = LazyLock::new(|| {
 });
 
 /// `with_header(redirect(location)?, SET_COOKIE, cookie)`, from headers built once.
+///
+/// The placeholders are replaced where they stand, found by walking the five entries:
+/// `insert` would hash each name and probe the table, which costs more than the walk.
 pub fn redirect_with_cookie(location: String, cookie: String) -> Option<Answer> {
     let location = HeaderValue::from_maybe_shared(Bytes::from(location)).ok()?;
+    let cookie = HeaderValue::from_maybe_shared(Bytes::from(cookie));
     let mut answer = with_headers(StatusCode::FOUND, &REDIRECT_WITH_COOKIE, Bytes::new());
     let headers = answer.headers_mut();
-    headers.insert(LOCATION, location);
-    match HeaderValue::from_maybe_shared(Bytes::from(cookie)) {
-        Ok(cookie) => headers.insert(SET_COOKIE, cookie),
+    let cookie = match cookie {
+        Ok(cookie) => cookie,
         // `with_header` leaves out a value that is not a valid header value.
-        Err(_) => headers.remove(SET_COOKIE),
+        Err(_) => {
+            headers.remove(SET_COOKIE);
+            headers.insert(LOCATION, location);
+            return Some(answer);
+        }
     };
+    let (mut location, mut cookie) = (Some(location), Some(cookie));
+    for (name, value) in headers.iter_mut() {
+        let new = if name == LOCATION {
+            location.take()
+        } else if name == SET_COOKIE {
+            cookie.take()
+        } else {
+            None
+        };
+        if let Some(new) = new {
+            *value = new;
+        }
+    }
     Some(answer)
 }
 
+/// Adds a header whose value is built from data, taking its buffer without a copy; a
+/// value that cannot be a header is dropped (our own values never contain control bytes).
 pub fn with_header(mut answer: Answer, name: HeaderName, value: String) -> Answer {
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         answer.headers_mut().append(name, value);
