@@ -34,12 +34,15 @@ pub struct App {
     pub config: Arc<Config>,
     /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
     pub draining: AtomicBool,
+    /// [`Config::public_url_is_https`], read once: every tracked click's cookie asks.
+    secure_cookies: bool,
 }
 
 impl App {
     pub fn new(engine: Engine, config: Arc<Config>) -> Arc<App> {
         Arc::new(App {
             engine,
+            secure_cookies: config.public_url_is_https(),
             config,
             draining: AtomicBool::new(false),
         })
@@ -342,12 +345,7 @@ async fn click<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Answer {
             ..
         }) => {
             let cookie = set_cookie.then(|| {
-                cookies::set_cookie(
-                    campaign_id,
-                    &click_id,
-                    cookie_life_secs,
-                    app.config.public_url_is_https(),
-                )
+                cookies::set_cookie(campaign_id, &click_id, cookie_life_secs, app.secure_cookies)
             });
             let cookie = match cookie {
                 // The usual answer, from headers built once.
