@@ -271,9 +271,17 @@ impl<'a> Params<'a> {
 
     /// The affiliate-side fields; an absent `CID` or `AFID` is 0.
     pub fn source(&self) -> Result<Source, Invalid> {
+        let campaign_id = self.id(Field::CampaignId)?.unwrap_or(0);
+        let affiliate_id = self.id(Field::AffiliateId)?.unwrap_or(0);
+        self.source_with(campaign_id, affiliate_id)
+    }
+
+    /// [`Params::source`] for a caller that has read the campaign and affiliate IDs
+    /// already (a click checks them first), so they are not parsed twice.
+    pub fn source_with(&self, campaign_id: u32, affiliate_id: u32) -> Result<Source, Invalid> {
         Ok(Source {
-            campaign_id: self.id(Field::CampaignId)?.unwrap_or(0),
-            affiliate_id: self.id(Field::AffiliateId)?.unwrap_or(0),
+            campaign_id,
+            affiliate_id,
             creative_id: self.id(Field::CreativeId)?,
             sub_ids: self.sub_ids()?,
             extras: self

@@ -307,12 +307,10 @@ fn click_ask<B>(app: &App, request: &Request<B>, peer: SocketAddr) -> Result<Cli
             (Ok(Some(c)), Ok(Some(a))) => (c, a),
             _ => return Err(fallback(app, "malformed_link")),
         };
-    let mut source = match params.source() {
+    let source = match params.source_with(campaign_id, affiliate_id) {
         Ok(source) => source,
         Err(e) => return Err(reply::text(StatusCode::BAD_REQUEST, e.to_string())),
     };
-    source.campaign_id = campaign_id;
-    source.affiliate_id = affiliate_id;
     let headers = request.headers();
     Ok(ClickAsk {
         click: ClickRequest {
