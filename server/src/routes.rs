@@ -71,7 +71,7 @@ impl Surface {
     }
 }
 
-/// What a request's path names: what [`dispatch`] routes on, and the metrics label. A
+/// What a request's path names: what [`handle`] routes on, and the metrics label. A
 /// fixed set, so unknown paths cannot grow the label set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -129,6 +129,9 @@ impl Route {
 const _: () = assert!(Route::Other as usize + 1 == Route::COUNT);
 
 /// Answers one request. Never panics on input; every failure is an answer.
+///
+/// The routes are matched here rather than in an `async fn` of their own: each nested
+/// future moves the request in and the answer out once more (a few hundred bytes each).
 pub async fn handle<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -141,7 +144,42 @@ where
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().path().to_string()));
     let in_flight = metrics::InFlight::start();
-    let answer = dispatch(app, surface, route, request, peer).await;
+    let answer = match measure(&request) {
+        Err(refused) => refused,
+        Ok(found) => match route {
+            Route::Click if surface.public() => match *request.method() {
+                Method::GET => click(app, &request, &found, peer).await,
+                _ => not_allowed("GET"),
+            },
+            Route::Impression if surface.public() => match *request.method() {
+                Method::GET => impression(app, &request, &found, peer).await,
+                _ => not_allowed("GET"),
+            },
+            Route::Pixel if surface.public() => match *request.method() {
+                Method::GET | Method::POST => pixel(app, request, peer).await,
+                _ => not_allowed("GET, POST"),
+            },
+            Route::Healthz => reply::text(StatusCode::OK, "ok"),
+            Route::Readyz => readyz(app),
+            Route::Metrics if surface.admin() => match *request.method() {
+                Method::GET => reply::bytes(
+                    StatusCode::OK,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    metrics::render(),
+                ),
+                _ => not_allowed("GET"),
+            },
+            Route::Admin | Route::Other
+                if surface.admin() && (route == Route::Admin || request.uri().path() == "/api") =>
+            {
+                crate::admin::handle(app, request).await
+            }
+            Route::Demo if app.config.embedded_defaults && surface.public() => {
+                demo_page(app, &request)
+            }
+            _ => reply::text(StatusCode::NOT_FOUND, "not found"),
+        },
+    };
     drop(in_flight);
     let elapsed = started.elapsed();
     metrics::record_request(route, answer.status().as_u16(), elapsed);
@@ -158,25 +196,22 @@ where
     answer
 }
 
-async fn dispatch<B>(
-    app: &App,
-    surface: Surface,
-    route: Route,
-    request: Request<B>,
-    peer: SocketAddr,
-) -> Answer
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+/// Checks a request's target and headers against their bounds; on the way, one walk over
+/// the headers finds what the tracking routes read. `Err` is the answer to a request over
+/// a bound.
+// The answer is the error, as in `click_ask`.
+#[allow(clippy::result_large_err)]
+fn measure<B>(request: &Request<B>) -> Result<TrackingHeaders<'_>, Answer> {
     let target_bytes = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if target_bytes > MAX_URL_BYTES {
-        return closing(reply::text(StatusCode::URI_TOO_LONG, "URL too long"));
+        return Err(closing(reply::text(
+            StatusCode::URI_TOO_LONG,
+            "URL too long",
+        )));
     }
-    // One walk over the headers measures them and finds what the tracking routes read.
     let mut found = TrackingHeaders::default();
     let mut header_bytes = 0;
     for (name, value) in request.headers() {
@@ -184,43 +219,12 @@ where
         found.note(name, value);
     }
     if header_bytes > MAX_HEADER_BYTES {
-        return closing(reply::text(
+        return Err(closing(reply::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers too large",
-        ));
+        )));
     }
-    let method = request.method();
-    match route {
-        Route::Click if surface.public() => match *method {
-            Method::GET => click(app, &request, &found, peer).await,
-            _ => not_allowed("GET"),
-        },
-        Route::Impression if surface.public() => match *method {
-            Method::GET => impression(app, &request, &found, peer).await,
-            _ => not_allowed("GET"),
-        },
-        Route::Pixel if surface.public() => match *method {
-            Method::GET | Method::POST => pixel(app, request, peer).await,
-            _ => not_allowed("GET, POST"),
-        },
-        Route::Healthz => reply::text(StatusCode::OK, "ok"),
-        Route::Readyz => readyz(app),
-        Route::Metrics if surface.admin() => match *method {
-            Method::GET => reply::bytes(
-                StatusCode::OK,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                metrics::render(),
-            ),
-            _ => not_allowed("GET"),
-        },
-        Route::Admin | Route::Other
-            if surface.admin() && (route == Route::Admin || request.uri().path() == "/api") =>
-        {
-            crate::admin::handle(app, request).await
-        }
-        Route::Demo if app.config.embedded_defaults && surface.public() => demo_page(app, &request),
-        _ => reply::text(StatusCode::NOT_FOUND, "not found"),
-    }
+    Ok(found)
 }
 
 /// Asks the client to close the connection: after a refused head or body, what follows on
@@ -277,7 +281,7 @@ fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
 }
 
 /// The request headers the tracking routes read, found in one walk over the headers
-/// (which [`dispatch`] makes anyway to measure them): a hashed lookup per name costs
+/// (which [`measure`] makes anyway): a hashed lookup per name costs
 /// about as much as walking a request's few headers.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct TrackingHeaders<'a> {
