@@ -23,7 +23,9 @@ use hyper::header::{
     CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT,
 };
 use hyper::{Method, Request, StatusCode};
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -129,14 +131,32 @@ impl Route {
 const _: () = assert!(Route::Other as usize + 1 == Route::COUNT);
 
 /// Answers one request. Never panics on input; every failure is an answer.
-///
-/// The routes are matched here rather than in an `async fn` of their own: each nested
-/// future moves the request in and the answer out once more (a few hundred bytes each).
 pub async fn handle<B>(app: &App, surface: Surface, request: Request<B>, peer: SocketAddr) -> Answer
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let Ok(answer) = serve(app, surface, request, peer).await;
+    answer
+}
+
+/// [`handle`] as hyper's service calls it: owning its handle on the app and answering a
+/// `Result`, so the connection's service needs no `async` block around it.
+///
+/// The routes are matched here rather than in an `async fn` of their own: each nested
+/// future moves the request in and the answer out once more (a few hundred bytes each).
+pub async fn serve<A, B>(
+    app: A,
+    surface: Surface,
+    request: Request<B>,
+    peer: SocketAddr,
+) -> Result<Answer, Infallible>
+where
+    A: Deref<Target = App>,
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let app = &*app;
     let started = Instant::now();
     let route = Route::of(request.uri().path());
     // Only copied when someone reads debug logs: the hot path does not allocate for it.
@@ -193,7 +213,7 @@ where
             "request"
         );
     }
-    answer
+    Ok(answer)
 }
 
 /// Checks a request's target and headers against their bounds; on the way, one walk over
