@@ -131,21 +131,16 @@ impl<'a> Params<'a> {
         // Reported only once every pair has decoded and the count is known: a too-long
         // value is a lesser fault than broken encoding anywhere in the request.
         let mut too_long: Option<String> = None;
-        let mut add = |params: &mut Params<'a>, (name, value): Pair<'a>| {
-            count += 1;
-            if value.len() > MAX_VALUE_BYTES && too_long.is_none() {
-                too_long = Some(name.clone().into_owned());
-            }
-            params.add(name, value);
-        };
-        FormPairs::of_text(query.unwrap_or("")).visit(|pair| add(&mut params, pair))?;
+        FormPairs::of_text(query.unwrap_or(""))
+            .visit(|pair| params.take(&mut count, &mut too_long, pair))?;
         match body {
             Some(Body::Form(bytes)) => {
-                FormPairs::new(bytes).visit(|pair| add(&mut params, pair))?
+                FormPairs::new(bytes).visit(|pair| params.take(&mut count, &mut too_long, pair))?
             }
             Some(Body::Json(bytes)) => {
                 for (name, value) in json_pairs(bytes)? {
-                    add(&mut params, (Cow::Owned(name), Cow::Owned(value)));
+                    let pair = (Cow::Owned(name), Cow::Owned(value));
+                    params.take(&mut count, &mut too_long, pair);
                 }
             }
             None => {}
@@ -162,8 +157,23 @@ impl<'a> Params<'a> {
         Ok(params)
     }
 
+    /// Counts one pair for [`Params::parse`], notes the first value over
+    /// [`MAX_VALUE_BYTES`], and keeps the pair ([`Params::add`]). Inlined into each of
+    /// `parse`'s loops: it runs per pair, and a call costs more than its work on a short
+    /// pair.
+    #[inline(always)]
+    fn take(&mut self, count: &mut usize, too_long: &mut Option<String>, pair: Pair<'a>) {
+        let (name, value) = pair;
+        *count += 1;
+        if value.len() > MAX_VALUE_BYTES && too_long.is_none() {
+            *too_long = Some(name.clone().into_owned());
+        }
+        self.add(name, value);
+    }
+
     /// Keeps one pair: a field replaces the same field, an extra the same name (ignoring
     /// ASCII case). Bounded by the callers: at most [`MAX_PARAMS`] pairs per input.
+    #[inline(always)]
     fn add(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) {
         match fields::lookup(&name) {
             Some(field) => {
