@@ -24,6 +24,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, StatusCode};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,75 +146,83 @@ where
 ///
 /// The routes are matched here rather than in an `async fn` of their own: each nested
 /// future moves the request in and the answer out once more (a few hundred bytes each).
-pub async fn serve<A, B>(
+// Not an `async fn` on purpose: see the comment on the block.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<A, B>(
     app: A,
     surface: Surface,
     request: Request<B>,
     peer: SocketAddr,
-) -> Result<Answer, Infallible>
+) -> impl Future<Output = Result<Answer, Infallible>>
 where
     A: Deref<Target = App>,
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let app = &*app;
-    let started = Instant::now();
-    let route = Route::of(request.uri().path());
-    // Only copied when someone reads debug logs: the hot path does not allocate for it.
-    // The path only: query strings carry postback tokens and visitors' data.
-    let logged = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (request.method().clone(), request.uri().path().to_string()));
-    let in_flight = metrics::InFlight::start();
-    let answer = match measure(&request) {
-        Err(refused) => refused,
-        Ok(found) => match route {
-            Route::Click if surface.public() => match *request.method() {
-                Method::GET => click(app, &request, &found, peer).await,
-                _ => not_allowed("GET"),
+    // A block rather than an `async fn`: an `async fn`'s first poll moves its arguments
+    // into its locals (a copy of the request), where a block uses them where it captured
+    // them.
+    async move {
+        let app = &*app;
+        let started = Instant::now();
+        let route = Route::of(request.uri().path());
+        // Only copied when someone reads debug logs: the hot path does not allocate for it.
+        // The path only: query strings carry postback tokens and visitors' data.
+        let logged = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().path().to_string()));
+        let in_flight = metrics::InFlight::start();
+        let answer = match measure(&request) {
+            Err(refused) => refused,
+            Ok(found) => match route {
+                Route::Click if surface.public() => match *request.method() {
+                    Method::GET => click(app, &request, &found, peer).await,
+                    _ => not_allowed("GET"),
+                },
+                Route::Impression if surface.public() => match *request.method() {
+                    Method::GET => impression(app, &request, &found, peer).await,
+                    _ => not_allowed("GET"),
+                },
+                Route::Pixel if surface.public() => match *request.method() {
+                    Method::GET | Method::POST => pixel(app, request, peer).await,
+                    _ => not_allowed("GET, POST"),
+                },
+                Route::Healthz => reply::text(StatusCode::OK, "ok"),
+                Route::Readyz => readyz(app),
+                Route::Metrics if surface.admin() => match *request.method() {
+                    Method::GET => reply::bytes(
+                        StatusCode::OK,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        metrics::render(),
+                    ),
+                    _ => not_allowed("GET"),
+                },
+                Route::Admin | Route::Other
+                    if surface.admin()
+                        && (route == Route::Admin || request.uri().path() == "/api") =>
+                {
+                    crate::admin::handle(app, request).await
+                }
+                Route::Demo if app.config.embedded_defaults && surface.public() => {
+                    demo_page(app, &request)
+                }
+                _ => reply::text(StatusCode::NOT_FOUND, "not found"),
             },
-            Route::Impression if surface.public() => match *request.method() {
-                Method::GET => impression(app, &request, &found, peer).await,
-                _ => not_allowed("GET"),
-            },
-            Route::Pixel if surface.public() => match *request.method() {
-                Method::GET | Method::POST => pixel(app, request, peer).await,
-                _ => not_allowed("GET, POST"),
-            },
-            Route::Healthz => reply::text(StatusCode::OK, "ok"),
-            Route::Readyz => readyz(app),
-            Route::Metrics if surface.admin() => match *request.method() {
-                Method::GET => reply::bytes(
-                    StatusCode::OK,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    metrics::render(),
-                ),
-                _ => not_allowed("GET"),
-            },
-            Route::Admin | Route::Other
-                if surface.admin() && (route == Route::Admin || request.uri().path() == "/api") =>
-            {
-                crate::admin::handle(app, request).await
-            }
-            Route::Demo if app.config.embedded_defaults && surface.public() => {
-                demo_page(app, &request)
-            }
-            _ => reply::text(StatusCode::NOT_FOUND, "not found"),
-        },
-    };
-    drop(in_flight);
-    let elapsed = started.elapsed();
-    metrics::record_request(route, answer.status().as_u16(), elapsed);
-    if let Some((method, target)) = logged {
-        tracing::debug!(
-            %method,
-            path = %Escaped(&target),
-            status = answer.status().as_u16(),
-            elapsed_us = elapsed.as_micros() as u64,
-            %peer,
-            "request"
-        );
+        };
+        drop(in_flight);
+        let elapsed = started.elapsed();
+        metrics::record_request(route, answer.status().as_u16(), elapsed);
+        if let Some((method, target)) = logged {
+            tracing::debug!(
+                %method,
+                path = %Escaped(&target),
+                status = answer.status().as_u16(),
+                elapsed_us = elapsed.as_micros() as u64,
+                %peer,
+                "request"
+            );
+        }
+        Ok(answer)
     }
-    Ok(answer)
 }
 
 /// Checks a request's target and headers against their bounds; on the way, one walk over
