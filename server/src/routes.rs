@@ -144,9 +144,14 @@ where
 /// [`handle`] as hyper's service calls it: owning its handle on the app and answering a
 /// `Result`, so the connection's service needs no `async` block around it.
 ///
-/// The routes are matched here rather than in an `async fn` of their own: each nested
-/// future moves the request in and the answer out once more (a few hundred bytes each).
-// Not an `async fn` on purpose: see the comment on the block.
+/// Clicks and impressions are read here, when hyper calls the service, and the request
+/// is dropped before the future exists: hyper reads ahead on the connection before it
+/// polls the future, and while the request lives its head holds hyper's read buffer, so
+/// hyper would allocate another one for every request.
+///
+/// The other routes are matched in the future itself rather than in an `async fn` of
+/// their own: each nested future moves the request in and the answer out once more.
+// Not an `async fn`: the synchronous part must run before the future is returned.
 #[allow(clippy::manual_async_fn)]
 pub fn serve<A, B>(
     app: A,
@@ -159,29 +164,21 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    // A block rather than an `async fn`: an `async fn`'s first poll moves its arguments
-    // into its locals (a copy of the request), where a block uses them where it captured
-    // them.
+    let started = Instant::now();
+    let route = Route::of(request.uri().path());
+    // Only copied when someone reads debug logs: the hot path does not allocate for it.
+    // The path only: query strings carry postback tokens and visitors' data.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_string()));
+    let in_flight = metrics::InFlight::start();
+    let work = prepare(&app, surface, route, request, peer);
     async move {
         let app = &*app;
-        let started = Instant::now();
-        let route = Route::of(request.uri().path());
-        // Only copied when someone reads debug logs: the hot path does not allocate for it.
-        // The path only: query strings carry postback tokens and visitors' data.
-        let logged = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (request.method().clone(), request.uri().path().to_string()));
-        let in_flight = metrics::InFlight::start();
-        let answer = match measure(&request) {
-            Err(refused) => refused,
-            Ok(found) => match route {
-                Route::Click if surface.public() => match *request.method() {
-                    Method::GET => click(app, &request, &found, peer).await,
-                    _ => not_allowed("GET"),
-                },
-                Route::Impression if surface.public() => match *request.method() {
-                    Method::GET => impression(app, &request, &found, peer).await,
-                    _ => not_allowed("GET"),
-                },
+        let answer = match work {
+            Work::Answer(answer) => answer,
+            Work::Click(ask) => click(app, ask).await,
+            Work::Impression(impression) => self::impression(app, impression).await,
+            Work::Request(request) => match route {
                 Route::Pixel if surface.public() => match *request.method() {
                     Method::GET | Method::POST => pixel(app, request, peer).await,
                     _ => not_allowed("GET, POST"),
@@ -222,6 +219,50 @@ where
             );
         }
         Ok(answer)
+    }
+}
+
+/// What is left of a request once [`prepare`] has read what it could without waiting.
+enum Work<B> {
+    /// Answered already: over a bound, a method not allowed, a link that cannot be read.
+    Answer(Answer),
+    /// A click for the engine.
+    Click(ClickAsk),
+    /// An impression for the engine.
+    Impression(ImpressionRequest),
+    /// Any other route, matched by [`serve`]'s future.
+    Request(Request<B>),
+}
+
+/// Checks the bounds and reads clicks and impressions; every other request is handed on
+/// whole. Clicks and impressions drop the request here (see [`serve`]).
+fn prepare<B>(
+    app: &App,
+    surface: Surface,
+    route: Route,
+    request: Request<B>,
+    peer: SocketAddr,
+) -> Work<B> {
+    let found = match measure(&request) {
+        Ok(found) => found,
+        Err(refused) => return Work::Answer(refused),
+    };
+    match route {
+        Route::Click if surface.public() => match *request.method() {
+            Method::GET => match click_ask(app, &request, &found, peer) {
+                Ok(ask) => Work::Click(ask),
+                Err(answer) => Work::Answer(answer),
+            },
+            _ => Work::Answer(not_allowed("GET")),
+        },
+        Route::Impression if surface.public() => match *request.method() {
+            Method::GET => match impression_ask(app, &request, &found, peer) {
+                Some(impression) => Work::Impression(impression),
+                None => Work::Answer(gif()),
+            },
+            _ => Work::Answer(not_allowed("GET")),
+        },
+        _ => Work::Request(request),
     }
 }
 
@@ -365,9 +406,10 @@ struct ClickAsk {
     redirect: bool,
 }
 
-/// Reads a click request; `Err` is the answer to a link that cannot be followed. Kept out
-/// of [`click`]'s `async` body so the parameters never live in its future (which hyper
-/// moves around by value).
+/// Reads a click request; `Err` is the answer to a link that cannot be followed. Called
+/// by [`prepare`], before any future exists: the parameters never live in one (hyper
+/// moves futures around by value), and the request can be dropped before the engine is
+/// awaited.
 // The answer is the error: no larger than the request it replaces, and never boxed on a
 // path that answers anyway.
 #[allow(clippy::result_large_err)]
@@ -406,20 +448,12 @@ fn click_ask<B>(
     })
 }
 
-async fn click<B>(
-    app: &App,
-    request: &Request<B>,
-    found: &TrackingHeaders<'_>,
-    peer: SocketAddr,
-) -> Answer {
+async fn click(app: &App, ask: ClickAsk) -> Answer {
     let ClickAsk {
         click,
         set_cookie,
         redirect,
-    } = match click_ask(app, request, found, peer) {
-        Ok(ask) => ask,
-        Err(answer) => return answer,
-    };
+    } = ask;
     let campaign_id = click.source.campaign_id;
     match app.engine.click(click).await {
         Err(rejection) => fallback(app, rejection.as_str()),
@@ -483,8 +517,8 @@ fn fallback(app: &App, reason: &'static str) -> Answer {
 /// The label of impression errors in [`metrics::pixel_error`].
 const IMPRESSION_ROUTE: &str = "impression";
 
-/// Reads an impression request; `None` when it is counted as an error already. Not
-/// `async`, so the parameters never live in [`impression`]'s future.
+/// Reads an impression request; `None` when it is counted as an error already. Called by
+/// [`prepare`], as [`click_ask`].
 fn impression_ask<B>(
     app: &App,
     request: &Request<B>,
@@ -511,16 +545,8 @@ fn impression_ask<B>(
     })
 }
 
-async fn impression<B>(
-    app: &App,
-    request: &Request<B>,
-    found: &TrackingHeaders<'_>,
-    peer: SocketAddr,
-) -> Answer {
+async fn impression(app: &App, impression: ImpressionRequest) -> Answer {
     const ROUTE: &str = IMPRESSION_ROUTE;
-    let Some(impression) = impression_ask(app, request, found, peer) else {
-        return gif();
-    };
     if let Err(rejection) = app.engine.impression(impression).await {
         metrics::pixel_error(ROUTE, rejection.as_str());
     }
