@@ -212,7 +212,8 @@ impl<'a> Params<'a> {
     }
 
     /// A numeric ID (`CID`, `AFID`, `ADID`): decimal digits, 1..=u32::MAX. Absent or empty
-    /// is `None`.
+    /// is `None`. Inlined: a click reads three, and the call costs more than the work.
+    #[inline(always)]
     pub fn id(&self, field: Field) -> Result<Option<u32>, Invalid> {
         let Some(param) = self.get(field).filter(|p| !p.value.is_empty()) else {
             return Ok(None);
