@@ -22,8 +22,9 @@
 #
 # Per run: requests/s, p50/p99 latency (wrk), server CPU per request (utime + stime of the
 # server process from /proc/PID/stat over the run, divided by the requests), peak RSS
-# (VmHWM), requests per fdatasync (floor and clicktrail), and the ratios to the baseline
-# (and clicktrail's to the floor) of the same round.
+# (VmHWM), requests per fdatasync (floor and clicktrail), the idle share of the servers'
+# CPU (/proc/stat), and the ratios to the baseline (and clicktrail's to the floor) of the
+# same round.
 #
 # CPU sharing on the 2-core box: all servers are pinned to $SERVER_CPUS (default CPU 1)
 # and wrk to $WRK_CPUS (default CPU 0), so the server under load has one core to itself
@@ -205,6 +206,23 @@ wal_syncs() {
     curl -s --max-time 2 "http://127.0.0.1:$CLICKTRAIL_PORT/metrics" |
         awk '/^clicktrail_wal_syncs/ { s += $NF } END { printf "%d", s }'
 }
+# Idle and total ticks of the server CPU so far (/proc/stat; idle + iowait), when the
+# servers have a single CPU: its idle share over a run says whether the target was bound by
+# that CPU (about 0 %) or by waiting, e.g. on fdatasync (the CPU idles while every
+# connection waits on the same sync). "- -" for a CPU list, where it means little.
+server_cpu_ticks() {
+    case $SERVER_CPUS in
+        *[!0-9]*) echo "- -" ;;
+        *) awk -v c="cpu$SERVER_CPUS" '$1 == c { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat ;;
+    esac
+}
+idle_percent() { # "idle total" before, "idle total" after
+    awk -v b="$1" -v a="$2" 'BEGIN {
+        split(b, x, " "); split(a, y, " ")
+        if (x[1] == "-" || y[2] - x[2] <= 0) { print "-"; exit }
+        printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2])
+    }'
+}
 # fdatasyncs of the durable floor's log so far (it answers them on /floor/syncs).
 floor_syncs() {
     curl -s --max-time 2 "http://127.0.0.1:$FLOOR_PORT/floor/syncs" | awk '{ printf "%d", $1 }'
@@ -258,10 +276,14 @@ measure() { # round route target pid port
     before=$(cpu_ticks "$pid")
     local switches_before
     switches_before=$(context_switches "$pid")
+    local cpu_before
+    cpu_before=$(server_cpu_ticks)
     result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
     alive "$pid" "$target"
     after=$(cpu_ticks "$pid")
     local switches=$(($(context_switches "$pid") - switches_before))
+    local idle
+    idle=$(idle_percent "$cpu_before" "$(server_cpu_ticks)")
     case $target in
         clicktrail) syncs=$(($(wal_syncs) - syncs_before)) ;;
         floor) syncs=$(($(floor_syncs) - syncs_before)) ;;
@@ -269,10 +291,10 @@ measure() { # round route target pid port
     local requests errors
     requests=$(field requests "$result")
     errors=$(($(field errors_status "$result") + $(field errors_connect "$result") + $(field errors_read "$result") + $(field errors_write "$result") + $(field errors_timeout "$result")))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
         "$(field rps "$result")" "$(field p50_us "$result")" "$(field p99_us "$result")" \
         "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')" \
-        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" >>"$TSV"
+        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" "$idle" >>"$TSV"
     log "round $round $route $target: $(field rps "$result") req/s, p99 $(field p99_us "$result") us, errors $errors"
 }
 
@@ -336,6 +358,7 @@ fi
     fi
     echo "- CPU/req = server utime+stime over the run / requests; peak RSS = VmHWM at the end of the run (counts the mapped log segments); anon RSS = RssAnon then (heap)"
     echo "- ctx sw/req = context switches of all server threads over the run / requests"
+    echo "- server CPU idle = idle + iowait share of the servers' CPU over the run (/proc/stat): near 0 when the target is bound by that CPU, higher when it waits (on fdatasync) or when wrk cannot load it; other processes using that CPU lower it"
     echo "- req/fsync = requests / fdatasyncs of the log(s) over the run (clicktrail: clicktrail_wal_syncs of the shard logs; floor: /floor/syncs): the group-commit batch"
     echo
     awk -F'\t' -v floor="$FLOOR" -f - "$TSV" <<'AWK'
@@ -346,10 +369,11 @@ function median(list,    n, a, i, j, t) {
     return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 function ratio(a, b) { return (b > 0) ? a / b : 0 }
+function idle_of(list) { return (list == "") ? "-" : sprintf("%.0f %%", median(list)) }
 {
     key = $1 SUBSEP $2
     rps[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6; cpu[key, $3] = $7; rss[key, $3] = $8
-    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12; cs[key, $3] = $13; anon[key, $3] = $14
+    req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12; cs[key, $3] = $13; anon[key, $3] = $14; idle[key, $3] = $15
     if (!(($2) in seen)) { seen[$2] = 1; routes[++nroutes] = $2 }
     if ($1 > rounds) rounds = $1
 }
@@ -397,10 +421,10 @@ END {
         print ""
         print "What durability alone costs (floor against baseline), and what clicktrail adds beyond it (clicktrail against floor)."
         print ""
-        print "| route | floor req/s | floor / baseline | floor CPU/req | floor CPU / baseline CPU | floor p50 / p99 | floor req/fsync | floor ctx sw/req | clicktrail / floor req/s | clicktrail CPU/req - floor CPU/req |"
-        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        print "| route | floor req/s | floor / baseline | floor CPU/req | floor CPU / baseline CPU | floor p50 / p99 | floor req/fsync | floor ctx sw/req | server CPU idle: baseline / floor / clicktrail | clicktrail / floor req/s | clicktrail CPU/req - floor CPU/req |"
+        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for (i = 1; i <= nroutes; i++) {
-            r = routes[i]; lf = lfr = lfc = lfcr = l50 = l99 = lbatch = lcs = lcf = ldiff = ""
+            r = routes[i]; lf = lfr = lfc = lfcr = l50 = l99 = lbatch = lcs = lcf = ldiff = lib = lif = lic = ""
             for (k = 1; k <= rounds; k++) {
                 key = k SUBSEP r
                 if (!((key, "floor") in rps)) continue
@@ -413,18 +437,21 @@ END {
                 lcs = lcs " " ratio(cs[key, "floor"], req[key, "floor"])
                 lcf = lcf " " ratio(rps[key, "clicktrail"], rps[key, "floor"])
                 ldiff = ldiff " " (cpu[key, "clicktrail"] - cpu[key, "floor"])
+                if (idle[key, "baseline"] != "-") lib = lib " " idle[key, "baseline"]
+                if (idle[key, "floor"] != "-") lif = lif " " idle[key, "floor"]
+                if (idle[key, "clicktrail"] != "-") lic = lic " " idle[key, "clicktrail"]
             }
             if (lf == "") continue
-            printf "| %s | %.0f | %.2fx | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.2f | %.2fx | %.1f us |\n", \
+            printf "| %s | %.0f | %.2fx | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.2f | %s / %s / %s | %.2fx | %.1f us |\n", \
                 r, median(lf), median(lfr), median(lfc), median(lfcr), median(l50) / 1000, median(l99) / 1000, \
-                median(lbatch), median(lcs), median(lcf), median(ldiff)
+                median(lbatch), median(lcs), idle_of(lib), idle_of(lif), idle_of(lic), median(lcf), median(ldiff)
         }
     }
     print ""
     print "## Every run"
     print ""
-    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | errors | req/s ratio | CPU ratio | req/s ratio to floor |"
-    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | server CPU idle | errors | req/s ratio | CPU ratio | req/s ratio to floor |"
+    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     ntargets = split("baseline floor clicktrail", targets, " ")
     for (i = 1; i <= nroutes; i++) {
         r = routes[i]
@@ -440,10 +467,11 @@ END {
                 errors = err[key, tg]
                 if (reused[key, tg] > 0) errors = errors " (" reused[key, tg] " reused IDs)"
                 batch = (syncs[key, tg] > 0) ? sprintf("%.1f", req[key, tg] / syncs[key, tg]) : "-"
-                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s | %s |\n", \
+                idle_cell = (idle[key, tg] == "-") ? "-" : idle[key, tg] " %"
+                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s | %s | %s |\n", \
                     r, k, tg, rps[key, tg], p50[key, tg] / 1000, p99[key, tg] / 1000, cpu[key, tg], \
                     ratio(cs[key, tg], req[key, tg]), \
-                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, errors, rratio, cratio, fratio
+                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, idle_cell, errors, rratio, cratio, fratio
             }
         }
     }
