@@ -27,6 +27,9 @@
 //! clicktrail's shard actor and mailbox it has a mutex around the log: the request's task
 //! appends itself, which is the cheapest way there is to get a record into the log.
 //!
+//! Both modes use the system allocator, where clicktrail uses mimalloc: the comparison, if
+//! anything, flatters clicktrail a little.
+//!
 //! The floor's log only grows (no snapshots, no segment deletion): it is meant for runs
 //! bounded in time, on a scratch directory. `GET /floor/syncs` answers the number of syncs
 //! so far (as clicktrail's `clicktrail_wal_syncs` metric does), so the benchmark can report
