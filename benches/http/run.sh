@@ -23,7 +23,8 @@
 # Per run: requests/s, p50/p99 latency (wrk), server CPU per request (utime + stime of the
 # server process from /proc/PID/stat over the run, divided by the requests), peak RSS
 # (VmHWM), requests per fdatasync (floor and clicktrail), the idle share of the servers'
-# CPU (/proc/stat), and the ratios to the baseline (and clicktrail's to the floor) of the
+# CPU and the share of it taken by anything but the server (/proc/stat: a disturbed run on
+# this shared machine shows there), the idle share of wrk's CPU, and the ratios to the baseline (and clicktrail's to the floor) of the
 # same round.
 #
 # CPU sharing on the 2-core box: all servers are pinned to $SERVER_CPUS (default CPU 1)
@@ -206,21 +207,24 @@ wal_syncs() {
     curl -s --max-time 2 "http://127.0.0.1:$CLICKTRAIL_PORT/metrics" |
         awk '/^clicktrail_wal_syncs/ { s += $NF } END { printf "%d", s }'
 }
-# Idle and total ticks of the server CPU so far (/proc/stat; idle + iowait), when the
-# servers have a single CPU: its idle share over a run says whether the target was bound by
-# that CPU (about 0 %) or by waiting, e.g. on fdatasync (the CPU idles while every
-# connection waits on the same sync). "- -" for a CPU list, where it means little.
-server_cpu_ticks() {
-    case $SERVER_CPUS in
+# Idle and total ticks of one CPU so far (/proc/stat; idle + iowait), or "- -" for a CPU
+# list, where the shares below would mean little.
+cpu_ticks_of() { # cpu
+    case $1 in
         *[!0-9]*) echo "- -" ;;
-        *) awk -v c="cpu$SERVER_CPUS" '$1 == c { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat ;;
+        *) awk -v c="cpu$1" '$1 == c { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat ;;
     esac
 }
-idle_percent() { # "idle total" before, "idle total" after
-    awk -v b="$1" -v a="$2" 'BEGIN {
+# Shares of a CPU over a run, in %: "idle other", other = busy, but not in the given process
+# ticks (neighbours, interrupts). On the servers' CPU, idle near 0 means the target was
+# bound by that CPU, a higher idle that it waited (on fdatasync, or on wrk); a large other
+# share means something else took the CPU and the run is disturbed.
+cpu_shares() { # "idle total" before, "idle total" after, process ticks
+    awk -v b="$1" -v a="$2" -v p="$3" 'BEGIN {
         split(b, x, " "); split(a, y, " ")
-        if (x[1] == "-" || y[2] - x[2] <= 0) { print "-"; exit }
-        printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2])
+        if (x[1] == "-" || y[2] - x[2] <= 0) { print "- -"; exit }
+        t = y[2] - x[2]; i = y[1] - x[1]; o = t - i - p
+        printf "%.1f %.1f", 100 * i / t, (o > 0) ? 100 * o / t : 0
     }'
 }
 # fdatasyncs of the durable floor's log so far (it answers them on /floor/syncs).
@@ -276,14 +280,18 @@ measure() { # round route target pid port
     before=$(cpu_ticks "$pid")
     local switches_before
     switches_before=$(context_switches "$pid")
-    local cpu_before
-    cpu_before=$(server_cpu_ticks)
+    local cpu_before wrk_cpu_before
+    cpu_before=$(cpu_ticks_of "$SERVER_CPUS")
+    wrk_cpu_before=$(cpu_ticks_of "$WRK_CPUS")
     result=$(run_wrk "$DURATION_S" "$(route_script "$route")" "http://127.0.0.1:$port$(route_path "$route")")
     alive "$pid" "$target"
     after=$(cpu_ticks "$pid")
     local switches=$(($(context_switches "$pid") - switches_before))
-    local idle
-    idle=$(idle_percent "$cpu_before" "$(server_cpu_ticks)")
+    # "idle other" of the servers' CPU, then the idle share of wrk's (near 0: wrk, or a
+    # neighbour on its CPU, may have been the limit).
+    local shares wrk_idle
+    shares=$(cpu_shares "$cpu_before" "$(cpu_ticks_of "$SERVER_CPUS")" $((after - before)))
+    wrk_idle=$(cpu_shares "$wrk_cpu_before" "$(cpu_ticks_of "$WRK_CPUS")" 0 | cut -d' ' -f1)
     case $target in
         clicktrail) syncs=$(($(wal_syncs) - syncs_before)) ;;
         floor) syncs=$(($(floor_syncs) - syncs_before)) ;;
@@ -291,10 +299,11 @@ measure() { # round route target pid port
     local requests errors
     requests=$(field requests "$result")
     errors=$(($(field errors_status "$result") + $(field errors_connect "$result") + $(field errors_read "$result") + $(field errors_write "$result") + $(field errors_timeout "$result")))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" \
         "$(field rps "$result")" "$(field p50_us "$result")" "$(field p99_us "$result")" \
         "$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')" \
-        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" "$idle" >>"$TSV"
+        "$(peak_rss_kb "$pid")" "$requests" "$errors" "$(field reused "$result")" "$syncs" "$switches" "$(anon_rss_kb "$pid")" \
+        "${shares% *}" "${shares#* }" "$wrk_idle" >>"$TSV"
     log "round $round $route $target: $(field rps "$result") req/s, p99 $(field p99_us "$result") us, errors $errors"
 }
 
@@ -358,7 +367,8 @@ fi
     fi
     echo "- CPU/req = server utime+stime over the run / requests; peak RSS = VmHWM at the end of the run (counts the mapped log segments); anon RSS = RssAnon then (heap)"
     echo "- ctx sw/req = context switches of all server threads over the run / requests"
-    echo "- server CPU idle = idle + iowait share of the servers' CPU over the run (/proc/stat): near 0 when the target is bound by that CPU, higher when it waits (on fdatasync) or when wrk cannot load it; other processes using that CPU lower it"
+    echo "- server CPU idle / other = shares of the servers' CPU over the run (/proc/stat): idle (+ iowait) is near 0 when the target is bound by that CPU, higher when it waits (on fdatasync, or on wrk); other = busy but not in the server's process (interrupts, neighbours): more than a few % means the run was disturbed by other work on the machine"
+    echo "- wrk CPU idle = idle share of wrk's CPU over the run: near 0 when wrk (or a neighbour on its CPU) may have been the limit"
     echo "- req/fsync = requests / fdatasyncs of the log(s) over the run (clicktrail: clicktrail_wal_syncs of the shard logs; floor: /floor/syncs): the group-commit batch"
     echo
     awk -F'\t' -v floor="$FLOOR" -f - "$TSV" <<'AWK'
@@ -374,18 +384,20 @@ function idle_of(list) { return (list == "") ? "-" : sprintf("%.0f %%", median(l
     key = $1 SUBSEP $2
     rps[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6; cpu[key, $3] = $7; rss[key, $3] = $8
     req[key, $3] = $9; err[key, $3] = $10; reused[key, $3] = $11; syncs[key, $3] = $12; cs[key, $3] = $13; anon[key, $3] = $14; idle[key, $3] = $15
+    other[key, $3] = $16; wrk_idle[key, $3] = $17
     if (!(($2) in seen)) { seen[$2] = 1; routes[++nroutes] = $2 }
     if ($1 > rounds) rounds = $1
 }
 END {
     target_rps["click"] = 0.8; target_rps["s2s"] = 0.6; target_rps["impression"] = 0.85
     target_cpu["click"] = 1.5
+    target_names["baseline"]; target_names["floor"]; target_names["clicktrail"]
     print "## Summary (medians over rounds, each column on its own)"
     print ""
-    print "| route | baseline req/s | floor req/s | floor / baseline | clicktrail req/s | req/s ratio | clicktrail / floor | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | req/fsync | peak RSS | met |"
-    print "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    print "| route | baseline req/s | floor req/s | floor / baseline | clicktrail req/s | req/s ratio | clicktrail / floor | target | CPU/req baseline | CPU/req clicktrail | CPU ratio | clicktrail p50 / p99 | req/fsync | peak RSS | most other on server CPU | met |"
+    print "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
     for (i = 1; i <= nroutes; i++) {
-        r = routes[i]; lb = lc = lr = lcb = lcc = lcr = l50 = l99 = lbatch = lf = lfr = lcf = ""
+        r = routes[i]; lb = lc = lr = lcb = lcc = lcr = l50 = l99 = lbatch = lf = lfr = lcf = ""; worst = "-"
         for (k = 1; k <= rounds; k++) {
             key = k SUBSEP r
             if (!((key, "clicktrail") in rps)) continue
@@ -396,6 +408,7 @@ END {
             l50 = l50 " " p50[key, "clicktrail"]; l99 = l99 " " p99[key, "clicktrail"]
             lbatch = lbatch " " ratio(req[key, "clicktrail"], syncs[key, "clicktrail"])
             peak = rss[key, "clicktrail"]
+            for (tg in target_names) if ((key, tg) in other && other[key, tg] != "-" && (worst == "-" || other[key, tg] + 0 > worst + 0)) worst = other[key, tg]
             if ((key, "floor") in rps) {
                 lf = lf " " rps[key, "floor"]
                 lfr = lfr " " ratio(rps[key, "floor"], rps[key, "baseline"])
@@ -411,9 +424,9 @@ END {
         }
         fcols = (lf == "") ? "- | - | " : sprintf("%.0f | %.2fx | ", median(lf), median(lfr))
         fcol = (lf == "") ? "-" : sprintf("%.2fx", median(lcf))
-        printf "| %s | %.0f | %s%.0f | %.2fx | %s | %s | %.1f us | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.1f MiB | %s |\n", \
+        printf "| %s | %.0f | %s%.0f | %.2fx | %s | %s | %.1f us | %.1f us | %.2fx | %.2f / %.2f ms | %.1f | %.1f MiB | %s | %s |\n", \
             r, median(lb), fcols, median(lc), median(lr), fcol, goal, median(lcb), median(lcc), cratio, \
-            median(l50) / 1000, median(l99) / 1000, median(lbatch), peak / 1024, met
+            median(l50) / 1000, median(l99) / 1000, median(lbatch), peak / 1024, (worst == "-") ? "-" : worst " %", met
     }
     if (floor == 1) {
         print ""
@@ -450,8 +463,8 @@ END {
     print ""
     print "## Every run"
     print ""
-    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | server CPU idle | errors | req/s ratio | CPU ratio | req/s ratio to floor |"
-    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| route | round | target | req/s | p50 ms | p99 ms | CPU/req | ctx sw/req | peak RSS | anon RSS | requests | req/fsync | server CPU idle / other | wrk CPU idle | errors | req/s ratio | CPU ratio | req/s ratio to floor |"
+    print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     ntargets = split("baseline floor clicktrail", targets, " ")
     for (i = 1; i <= nroutes; i++) {
         r = routes[i]
@@ -467,11 +480,12 @@ END {
                 errors = err[key, tg]
                 if (reused[key, tg] > 0) errors = errors " (" reused[key, tg] " reused IDs)"
                 batch = (syncs[key, tg] > 0) ? sprintf("%.1f", req[key, tg] / syncs[key, tg]) : "-"
-                idle_cell = (idle[key, tg] == "-") ? "-" : idle[key, tg] " %"
-                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s | %s | %s |\n", \
+                idle_cell = (idle[key, tg] == "-") ? "-" : idle[key, tg] " % / " other[key, tg] " %"
+                wrk_cell = (wrk_idle[key, tg] == "-") ? "-" : wrk_idle[key, tg] " %"
+                printf "| %s | %d | %s | %.0f | %.2f | %.2f | %.1f us | %.2f | %.1f MiB | %.1f MiB | %d | %s | %s | %s | %s | %s | %s | %s |\n", \
                     r, k, tg, rps[key, tg], p50[key, tg] / 1000, p99[key, tg] / 1000, cpu[key, tg], \
                     ratio(cs[key, tg], req[key, tg]), \
-                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, idle_cell, errors, rratio, cratio, fratio
+                    rss[key, tg] / 1024, anon[key, tg] / 1024, req[key, tg], batch, idle_cell, wrk_cell, errors, rratio, cratio, fratio
             }
         }
     }
