@@ -17,6 +17,7 @@
 //! click's CPU). As a task, a command is a wake-up on the same worker; only the syncs
 //! leave it, one per group.
 
+pub mod chunked;
 mod convert;
 mod index;
 mod snapshot_writer;

@@ -5,6 +5,7 @@
 //! Every change goes through an `apply_*` function taking the WAL record, both live (after
 //! the record is appended) and during recovery, so replay rebuilds exactly the live state.
 
+use super::chunked::Chunked;
 use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use crate::api::DeliveryState;
 use crate::codec::{
@@ -18,8 +19,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Clicks per chunk of the click store. Chunks of fixed capacity avoid the 2x slack of one
-/// growing vector (at 10 M clicks that slack alone would be ~280 MB).
+/// growing vector (at 10 M clicks that slack alone would be ~280 MB) and its copies.
 const CHUNK_CLICKS: usize = 1 << 16;
+/// Conversions per chunk of the conversion store: about 1 MiB of records (~270 bytes
+/// each, their strings apart).
+const CHUNK_CONVERSIONS: usize = 1 << 12;
 const MS_PER_DAY: u64 = 86_400_000;
 
 const FLAG_UNIQUE: u8 = 1;
@@ -167,8 +171,7 @@ struct StatKey {
 
 #[derive(Default)]
 pub struct ShardState {
-    chunks: Vec<Vec<ClickCore>>,
-    click_count: usize,
+    clicks: Chunked<ClickCore, CHUNK_CLICKS>,
     /// Click index by ID (the tag is the ID's random bits).
     by_id: ClickIndex,
     /// Latest click per (fingerprint, campaign).
@@ -178,7 +181,7 @@ pub struct ShardState {
     sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
     impressions: FastMap<(u64, u32), u64>,
-    pub conversions: Vec<ConversionRec>,
+    pub conversions: Chunked<ConversionRec, CHUNK_CONVERSIONS>,
     conversion_index: FastMap<Id, u32>,
     /// Conversions of each click (indexes into `conversions`).
     click_conversions: FastMap<Id, Vec<u32>>,
@@ -226,16 +229,15 @@ impl ShardState {
     }
 
     pub fn click_count(&self) -> usize {
-        self.click_count
+        self.clicks.len()
     }
 
     pub fn click(&self, idx: u32) -> Option<&ClickCore> {
-        let i = idx as usize;
-        self.chunks.get(i / CHUNK_CLICKS)?.get(i % CHUNK_CLICKS)
+        self.clicks.get(idx as usize)
     }
 
     fn clicks(&self) -> impl Iterator<Item = &ClickCore> {
-        self.chunks.iter().flatten()
+        self.clicks.iter()
     }
 
     pub fn find_click(&self, id: &Id) -> Option<u32> {
@@ -264,7 +266,7 @@ impl ShardState {
 
     /// Whether the shard holds as many clicks as its indexes can address.
     pub fn is_full(&self) -> bool {
-        self.click_count > MAX_INDEX as usize
+        self.clicks.len() > MAX_INDEX as usize
     }
 
     pub fn last_impression_ms(&self, fingerprint: u64, campaign_id: u32) -> Option<u64> {
@@ -374,7 +376,7 @@ impl ShardState {
             tracing::warn!("shard full: a replayed click is dropped");
             return;
         }
-        let idx = self.click_count as u32;
+        let idx = self.clicks.len() as u32;
         let mut flags = 0;
         if snap.unique {
             flags |= FLAG_UNIQUE;
@@ -401,24 +403,20 @@ impl ShardState {
             ip4,
             flags,
         };
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK_CLICKS) {
-            self.chunks.push(Vec::with_capacity(CHUNK_CLICKS));
-        }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(core);
-        }
-        self.click_count += 1;
+        self.clicks.push(core);
         self.by_id.insert_unique(tag_of(core.id.hash64()), idx);
         // The fingerprint index keeps the latest click (by time) per (fingerprint, campaign).
-        let chunks = &self.chunks;
-        let get = |i: u32| chunks[i as usize / CHUNK_CLICKS][i as usize % CHUNK_CLICKS];
+        let clicks = &self.clicks;
+        // The index holds only indexes of stored clicks, so `get` finds every one.
+        let get = |i: u32| clicks.get(i as usize);
         let tag = tag_of(fp_hash(core.fingerprint, core.campaign_id));
         match self.by_fingerprint.probe(tag, |i| {
-            let c = get(i);
-            c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
+            get(i).is_some_and(|c| {
+                c.fingerprint == core.fingerprint && c.campaign_id == core.campaign_id
+            })
         }) {
             Probe::Found { pos, idx: latest } => {
-                if get(latest).time_ms <= core.time_ms {
+                if get(latest).is_none_or(|c| c.time_ms <= core.time_ms) {
                     self.by_fingerprint.repoint(pos, idx);
                 }
             }
@@ -643,7 +641,7 @@ impl ShardState {
         let mut tails: Vec<Tail> = Vec::new();
         let mut tail_map: Vec<Option<u32>> = vec![None; self.tails.items.len()];
         let mut missing_tail = None;
-        let mut clicks = Vec::with_capacity(self.click_count);
+        let mut clicks = Vec::with_capacity(self.clicks.len());
         for (i, c) in self.clicks().enumerate() {
             if c.time_ms < keep_clicks_since_ms {
                 continue;
@@ -752,12 +750,7 @@ impl ShardState {
     /// Bytes of heap memory this state holds for clicks and their indexes (not counting
     /// conversions and counters), for the memory figure.
     pub fn click_memory_bytes(&self) -> usize {
-        let chunks: usize = self
-            .chunks
-            .iter()
-            .map(|c| c.capacity() * std::mem::size_of::<ClickCore>())
-            .sum();
-        chunks + self.by_id.allocation_size() + self.by_fingerprint.allocation_size()
+        self.clicks.allocation_bytes() + self.by_id.allocation_size() + self.by_fingerprint.allocation_size()
     }
 }
 
