@@ -750,7 +750,9 @@ impl ShardState {
     /// Bytes of heap memory this state holds for clicks and their indexes (not counting
     /// conversions and counters), for the memory figure.
     pub fn click_memory_bytes(&self) -> usize {
-        self.clicks.allocation_bytes() + self.by_id.allocation_size() + self.by_fingerprint.allocation_size()
+        self.clicks.allocation_bytes()
+            + self.by_id.allocation_size()
+            + self.by_fingerprint.allocation_size()
     }
 }
 
