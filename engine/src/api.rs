@@ -233,6 +233,12 @@ impl ConversionOutcome {
             browser_pixels: Vec::new(),
         }
     }
+
+    /// The answer to a conversion that could not be made durable (the shard is gone, its
+    /// log cannot write, or its batch's sync failed): senders retry on it.
+    pub fn unavailable() -> Self {
+        Self::refused(OutcomeStatus::Unavailable, "storage unavailable")
+    }
 }
 
 /// Why an admin change or lookup failed; the server maps these to 400/404/503.

@@ -844,8 +844,7 @@ impl Engine {
             total_sales_micros: total.flatten(),
             fingerprint,
         });
-        let unavailable =
-            || ConversionOutcome::refused(OutcomeStatus::Unavailable, "storage unavailable");
+        let unavailable = ConversionOutcome::unavailable;
         let ask = |shard: usize, how: How| {
             let input = Arc::clone(&input);
             async move {

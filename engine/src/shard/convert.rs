@@ -456,7 +456,7 @@ impl ShardActor {
                     .remove_if(&key, |_, (id, _)| *id == conversion_id);
             }
             tracing::warn!(reason = %e.0, "conversion not recorded");
-            return refuse(OutcomeStatus::Unavailable, "storage unavailable");
+            return (ConvReply::Done(ConversionOutcome::unavailable()), false);
         }
         if let Some(key) = reservation {
             self.current.reservations.push((key, conversion_id));

@@ -214,10 +214,7 @@ impl Deferred {
                 let _ = reply.send(if durable {
                     *answer
                 } else {
-                    ConvReply::Done(crate::api::ConversionOutcome::refused(
-                        crate::api::OutcomeStatus::Unavailable,
-                        "storage unavailable",
-                    ))
+                    ConvReply::Done(crate::api::ConversionOutcome::unavailable())
                 });
             }
             Deferred::Status(reply, view) => {
