@@ -510,16 +510,14 @@ impl ShardState {
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
         let add = conversion_counters(&c);
-        let key = StatKey {
-            day: (c.time_ms / MS_PER_DAY) as u32,
-            campaign_id: c.campaign_id,
-            affiliate_id: c.affiliate_id,
-            creative_id: c.creative_id,
-            sid1: self
-                .sid1s
-                .intern(c.sub_ids.first().map_or("", |s| s.as_str())),
-        };
-        self.counters.entry(key).or_default().add(&add);
+        self.counters_mut(
+            c.time_ms,
+            c.campaign_id,
+            c.affiliate_id,
+            c.creative_id,
+            c.sub_ids.first().map_or("", String::as_str),
+        )
+        .add(&add);
         for d in &c.deliveries {
             self.count_delivery(d.state, 1);
         }
