@@ -187,11 +187,7 @@ impl Compiled {
         for part in &self.parts {
             match part {
                 Part::Text(range) => out.push_str(&self.template[range.clone()]),
-                Part::Field(field) => match macros.field_value(*field) {
-                    Some(MacroValue::Text(text)) => write_value(out, &text),
-                    Some(MacroValue::Number(n)) => write_value(out, decimal(n, &mut [0; 20])),
-                    None => write_value(out, ""),
-                },
+                Part::Field(field) => write_macro(out, field_or_empty(macros, *field), write_value),
                 Part::Extra { name, text } => match macros.value(&self.extra_names[name.clone()]) {
                     Some(value) => write_value(out, &value),
                     None => out.push_str(&self.template[text.clone()]),
@@ -318,10 +314,7 @@ fn expand_into(
     for (i, name, end) in macros_in(template) {
         if let Some(value) = resolve(name, macros) {
             out.push_str(&template[copied_to..i]);
-            match value {
-                MacroValue::Text(text) => write_value(out, &text),
-                MacroValue::Number(n) => write_value(out, decimal(n, &mut [0; 20])),
-            }
+            write_macro(out, value, &write_value);
             copied_to = end;
         }
     }
@@ -417,15 +410,26 @@ fn is_flag(field: Field) -> bool {
     )
 }
 
+/// A field's value for a macro: empty when the event does not carry the field.
+fn field_or_empty(macros: &dyn Macros, field: Field) -> MacroValue<'_> {
+    macros
+        .field_value(field)
+        .unwrap_or(MacroValue::Text(Cow::Borrowed("")))
+}
+
+/// Writes a macro's value through `write_value` (numbers as decimal text).
+fn write_macro(out: &mut String, value: MacroValue<'_>, write_value: impl Fn(&mut String, &str)) {
+    match value {
+        MacroValue::Text(text) => write_value(out, &text),
+        MacroValue::Number(n) => write_value(out, decimal(n, &mut [0; 20])),
+    }
+}
+
 /// The value of one macro; `None` leaves the macro text in place.
 fn resolve<'m>(name: &str, macros: &'m dyn Macros) -> Option<MacroValue<'m>> {
     match fields::lookup(name) {
         Some(field) if is_flag(field) => None,
-        Some(field) => Some(
-            macros
-                .field_value(field)
-                .unwrap_or(MacroValue::Text(Cow::Borrowed(""))),
-        ),
+        Some(field) => Some(field_or_empty(macros, field)),
         None => {
             let mut buf = [0u8; MAX_MACRO_NAME_BYTES];
             let lower = &mut buf[..name.len()];
