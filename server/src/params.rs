@@ -365,6 +365,16 @@ impl<'a> FormPairs<'a> {
     /// Hands every pair to `f`, in order; stops at the first error. What the iterator
     /// does, without wrapping each pair in an `Option<Result<..>>` on the request path.
     fn visit(mut self, mut f: impl FnMut(Pair<'a>)) -> Result<(), ParamError> {
+        while let Some(pair) = self.next_pair()? {
+            f(pair);
+        }
+        Ok(())
+    }
+
+    /// The next pair, skipping empty pieces and pieces without a name; `None` at the end.
+    /// The one scan loop of [`FormPairs::visit`] and the iterator.
+    #[inline(always)]
+    fn next_pair(&mut self) -> Result<Option<Pair<'a>>, ParamError> {
         while self.next <= self.input.len() {
             let piece = self.piece_at(self.next);
             self.next = piece.end + 1;
@@ -372,10 +382,10 @@ impl<'a> FormPairs<'a> {
                 continue;
             }
             if let Some(pair) = self.pair(piece)? {
-                f(pair);
+                return Ok(Some(pair));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The pair in one piece; `None` for a piece without a name. Inlined into `visit`
@@ -505,22 +515,12 @@ impl<'a> Iterator for FormPairs<'a> {
     type Item = Result<Pair<'a>, ParamError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.next <= self.input.len() {
-            let piece = self.piece_at(self.next);
-            self.next = piece.end + 1;
-            if piece.start == piece.end {
-                continue;
-            }
-            match self.pair(piece) {
-                Ok(None) => continue,
-                Ok(Some(pair)) => return Some(Ok(pair)),
-                Err(e) => {
-                    self.next = usize::MAX;
-                    return Some(Err(e));
-                }
-            }
+        let next = self.next_pair();
+        if next.is_err() {
+            // Nothing after an error.
+            self.next = usize::MAX;
         }
-        None
+        next.transpose()
     }
 }
 
