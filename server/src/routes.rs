@@ -337,11 +337,9 @@ fn readyz(app: &App) -> Answer {
     }
 }
 
+/// The text of the first `name` header ([`value_str`]).
 fn header_str(headers: &HeaderMap, name: HeaderName) -> &str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    value_str(headers.get(name))
 }
 
 /// ASCII case-insensitive prefix test (media types), without lower-casing a copy.
@@ -384,7 +382,7 @@ impl<'a> TrackingHeaders<'a> {
     }
 }
 
-/// A header's text, or "" when it is absent or not visible ASCII (as [`header_str`]).
+/// A header's text, or "" when it is absent or not visible ASCII.
 fn value_str(value: Option<&HeaderValue>) -> &str {
     value.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -546,9 +544,8 @@ fn impression_ask<B>(
 }
 
 async fn impression(app: &App, impression: ImpressionRequest) -> Answer {
-    const ROUTE: &str = IMPRESSION_ROUTE;
     if let Err(rejection) = app.engine.impression(impression).await {
-        metrics::pixel_error(ROUTE, rejection.as_str());
+        metrics::pixel_error(IMPRESSION_ROUTE, rejection.as_str());
     }
     gif()
 }
