@@ -21,9 +21,9 @@
 //! pieces: the project's `wal` crate (memory-mapped, preallocated segments of the same
 //! default size, checksummed records, `fdatasync` of the written range), `Wal::begin_sync`
 //! to hand the unsynced range to a syncer thread so appends go on during a sync, that
-//! thread's gathering of what arrives while it gives the CPU away, `PendingSync::absorb` to
-//! fold it into one sync, and one message per sync back to an answering task on the runtime
-//! that completes the requests' oneshots (see `engine/src/shard/syncer.rs`). In place of
+//! thread's gathering of what arrives while it gives the CPU away (into one sync), and one
+//! message per sync back to an answering task on the runtime that completes the requests'
+//! oneshots (see `engine/src/shard/syncer.rs`). In place of
 //! clicktrail's shard actor and mailbox it has a mutex around the log: the request's task
 //! appends itself, which is the cheapest way there is to get a record into the log.
 //!
@@ -191,36 +191,24 @@ impl Floor {
     /// the CPU away, runs one sync for all of it, and sends the answers in one message.
     fn run_syncer(&self, done: &mpsc::UnboundedSender<Done>) {
         loop {
-            let (mut sync, mut batch) = {
-                let mut log = self.lock();
-                while log.waiters.is_empty() {
-                    log.syncer_idle = true;
-                    log = self.work.wait(log).unwrap_or_else(PoisonError::into_inner);
-                }
-                Floor::take(&mut log)
-            };
-            for _ in 0..GATHER_YIELDS {
-                std::thread::yield_now();
-                let more_sync = {
-                    let mut log = self.lock();
-                    if log.waiters.is_empty() {
-                        break;
-                    }
-                    let (more_sync, mut more) = Floor::take(&mut log);
-                    batch.append(&mut more);
-                    log.spare = more;
-                    more_sync
-                };
-                sync = match (sync, more_sync) {
-                    (Ok(Some(mut earlier)), Ok(Some(later))) => {
-                        earlier.absorb(later);
-                        Ok(Some(earlier))
-                    }
-                    (Ok(None), later) => later,
-                    (earlier @ Ok(Some(_)), Ok(None)) | (earlier @ Err(_), _) => earlier,
-                    (Ok(Some(_)), Err(e)) => Err(e),
-                };
+            let mut log = self.lock();
+            while log.waiters.is_empty() {
+                log.syncer_idle = true;
+                log = self.work.wait(log).unwrap_or_else(PoisonError::into_inner);
             }
+            // Gathers: gives the CPU away while that brings more requests. One sync at the
+            // end covers everything appended until then, under the same lock as its waiters.
+            for _ in 0..GATHER_YIELDS {
+                let before = log.waiters.len();
+                drop(log);
+                std::thread::yield_now();
+                log = self.lock();
+                if log.waiters.len() == before {
+                    break;
+                }
+            }
+            let (sync, batch) = Floor::take(&mut log);
+            drop(log);
             let durable = match sync {
                 Ok(None) => true,
                 Ok(Some(pending)) => match pending.run() {
