@@ -186,22 +186,29 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 /// fault and makes every sync commit the journal. Writing the zeros once, while the segment
 /// is prepared in the background, makes later appends plain overwrites: cheaper faults and
 /// syncs that only write data.
+///
+/// The zeros go in one page per call, because the page cache sizes its folios by the write
+/// that creates them (ext4 has large folios since Linux 6.x), and a store through the
+/// mapping dirties the whole folio it lands in. Zeroed in 1 MiB writes, every group-commit
+/// sync of a few KiB of records wrote back about 1 MiB (2,058 sectors per sync, against 18
+/// with page-sized folios; 330 µs per sync instead of 110 µs on the CI machine's disk).
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    /// Chunk written per call: large enough for few syscalls, small enough to stay cheap.
-    const CHUNK_BYTES: usize = 1 << 20;
+    /// Bytes per write: one page, so that each page is its own folio (see above).
+    const PAGE_BYTES: u64 = 4096;
     /// Zeros flushed at a time: the preparing thread runs while the owner commits, and a
     /// sync issued behind a whole 64 MiB segment of queued zeros would wait for all of it.
     const FLUSH_EVERY_BYTES: u64 = 4 << 20;
-    let zeros = vec![0u8; CHUNK_BYTES];
+    let zeros = [0u8; PAGE_BYTES as usize];
     let mut at = from;
     let mut unflushed = 0u64;
     while at < to {
-        let n = usize::try_from(to - at)
-            .unwrap_or(CHUNK_BYTES)
-            .min(CHUNK_BYTES);
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-        unflushed += n as u64;
+        // Up to the next page boundary, so that no write spans two pages.
+        let page_end = (at / PAGE_BYTES + 1) * PAGE_BYTES;
+        let n = page_end.min(to) - at;
+        // `n` is at most a page, so the cast cannot truncate.
+        file.write_all_at(&zeros[..n as usize], at)?;
+        at += n;
+        unflushed += n;
         if unflushed >= FLUSH_EVERY_BYTES {
             file.sync_data()?;
             unflushed = 0;
