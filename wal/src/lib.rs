@@ -244,13 +244,14 @@ impl Wal {
         self.inner.write_snapshot(lsn, data)
     }
 
-    /// [`Wal::write_snapshot`] in two steps, for a snapshot too large to write on the
-    /// owner's thread: syncs the log and returns the snapshot as a [`PendingSnapshot`] for
-    /// another thread to write while the owner keeps appending. Call
-    /// [`Wal::finish_snapshot`] with its LSN once it has run, to drop the older snapshot
-    /// and segments it replaces. One at a time: begin the next after finishing this one.
-    pub fn begin_snapshot(&mut self, lsn: Lsn, data: Vec<u8>) -> Result<PendingSnapshot, Error> {
-        self.inner.begin_snapshot(lsn, data)
+    /// [`Wal::write_snapshot`] in two steps, for a snapshot too large to encode or write
+    /// on the owner's thread: syncs the log and returns a [`PendingSnapshot`] for another
+    /// thread to write, with bytes it may encode there, while the owner keeps appending.
+    /// Call [`Wal::finish_snapshot`] with its LSN once it has run, to drop the older
+    /// snapshot and segments it replaces. One at a time: begin the next after finishing
+    /// this one.
+    pub fn begin_snapshot(&mut self, lsn: Lsn) -> Result<PendingSnapshot, Error> {
+        self.inner.begin_snapshot(lsn)
     }
 
     /// After a [`PendingSnapshot`] ran successfully: keeps the two newest snapshots and

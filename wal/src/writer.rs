@@ -572,16 +572,11 @@ impl Writer {
         self.finish_snapshot(lsn)
     }
 
-    pub(crate) fn begin_snapshot(
-        &mut self,
-        lsn: Lsn,
-        data: Vec<u8>,
-    ) -> Result<PendingSnapshot, Error> {
+    pub(crate) fn begin_snapshot(&mut self, lsn: Lsn) -> Result<PendingSnapshot, Error> {
         self.prepare_snapshot(lsn)?;
         Ok(PendingSnapshot {
             storage: Arc::clone(&self.storage),
             lsn,
-            data,
         })
     }
 
@@ -626,13 +621,13 @@ impl Writer {
 }
 
 /// A snapshot whose file is still to be written, handed out by [`crate::Wal::begin_snapshot`]
-/// so that the long part (a file as large as the state, and its sync) runs on another
-/// thread while the owner keeps appending. The records it stands for are already durable.
+/// so that the long part (encoding a state as large as the file, writing it, and its sync)
+/// runs on another thread while the owner keeps appending. The records it stands for are
+/// already durable.
 #[must_use = "the snapshot exists only once it runs and the log is told it finished"]
 pub struct PendingSnapshot {
     storage: Arc<dyn Storage>,
     lsn: Lsn,
-    data: Vec<u8>,
 }
 
 impl PendingSnapshot {
@@ -641,11 +636,11 @@ impl PendingSnapshot {
         self.lsn
     }
 
-    /// Writes and syncs the snapshot file atomically. Then give its LSN to
-    /// [`crate::Wal::finish_snapshot`]; until then the snapshot is a valid recovery point,
-    /// but older snapshots and segments are kept.
-    pub fn run(self) -> Result<Lsn, Error> {
-        write_snapshot_file(&*self.storage, self.lsn, &self.data)?;
+    /// Writes `data`, the state as of the snapshot's LSN, and syncs the file atomically.
+    /// Then give its LSN to [`crate::Wal::finish_snapshot`]; until then the snapshot is a
+    /// valid recovery point, but older snapshots and segments are kept.
+    pub fn run(self, data: &[u8]) -> Result<Lsn, Error> {
+        write_snapshot_file(&*self.storage, self.lsn, data)?;
         Ok(self.lsn)
     }
 }

@@ -114,11 +114,9 @@ fn a_snapshot_written_on_another_thread_while_appends_go_on() {
     for round in 1..=5u64 {
         append_n(&mut wal, &mut records, 150);
         let lsn = wal.next_lsn() - 10;
-        let pending = wal
-            .begin_snapshot(lsn, round.to_le_bytes().to_vec())
-            .expect("begin");
+        let pending = wal.begin_snapshot(lsn).expect("begin");
         assert_eq!(pending.lsn(), lsn);
-        let writer = std::thread::spawn(move || pending.run());
+        let writer = std::thread::spawn(move || pending.run(&round.to_le_bytes()));
         append_n(&mut wal, &mut records, 50);
         assert_eq!(writer.join().expect("writer thread").expect("run"), lsn);
         taken.push(lsn);

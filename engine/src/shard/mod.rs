@@ -19,6 +19,7 @@
 
 pub mod chunked;
 mod convert;
+mod frozen;
 mod index;
 mod snapshot_writer;
 pub mod state;
@@ -55,6 +56,53 @@ pub const MERCHANT_REF_WINDOW_MS: u64 = 90 * 86_400_000;
 /// there to point at. Older ones leave at the next snapshot unless their click is still
 /// kept or a delivery is still pending; reports keep counting them (counters are apart).
 pub const CONVERSION_RETENTION_MS: u64 = MERCHANT_REF_WINDOW_MS;
+
+/// A snapshot compacts the live state first when at least one in this many of its clicks
+/// and conversions is past its retention. Snapshots always leave such items out of the
+/// file; shedding them from memory means rebuilding the whole state on the shard's task,
+/// which holds its answers (seconds for tens of millions of clicks), so it waits until it
+/// frees a worthwhile share: with clicks kept 30 days, about every 4 days of traffic.
+const COMPACT_WHEN_EXPIRED_ONE_IN: usize = 8;
+
+/// Oldest click time and oldest settled-conversion time (ms) that a snapshot taken at
+/// `now_ms` keeps: clicks within the longest cookie life, conversions within
+/// [`CONVERSION_RETENTION_MS`].
+fn retention_horizons(catalog: &Catalog, now_ms: u64) -> (u64, u64) {
+    (
+        now_ms.saturating_sub(catalog.max_cookie_life_ms()),
+        now_ms.saturating_sub(CONVERSION_RETENTION_MS),
+    )
+}
+
+/// What a snapshot taken at `now_ms` leaves out: clicks past the longest cookie life,
+/// impression entries past their campaign's unique window, and conversions past
+/// [`CONVERSION_RETENTION_MS`] unless their click stays (it is what makes a second
+/// conversion of that click and event a duplicate) or a delivery of theirs is still being
+/// retried.
+fn retention(
+    catalog: &Catalog,
+    now_ms: u64,
+) -> frozen::Retention<
+    impl Fn(u32, u64) -> bool + '_,
+    impl Fn(&crate::codec::ConversionRec, bool) -> bool,
+> {
+    let (keep_clicks_since_ms, keep_conversions_since) = retention_horizons(catalog, now_ms);
+    frozen::Retention {
+        keep_clicks_since_ms,
+        keep_impression: move |campaign, t| {
+            catalog.campaign(campaign).is_some_and(|c| {
+                now_ms.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
+            })
+        },
+        keep_conversion: move |c: &crate::codec::ConversionRec, click_kept| {
+            click_kept
+                || c.time_ms >= keep_conversions_since
+                || c.deliveries
+                    .iter()
+                    .any(|d| d.state == DeliveryState::Pending)
+        },
+    }
+}
 
 /// Why a write was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +346,9 @@ pub struct ShardActor {
     dispatcher: Dispatcher,
     poisoned: Option<String>,
     records_since_snapshot: u64,
+    /// Items past their retention that the last compaction kept (old conversions whose
+    /// click stays, see [`ShardState::expired_items`]): not a reason to compact again.
+    expired_kept: usize,
     buf: Vec<u8>,
     /// What waits on the current batch's durability.
     current: SyncJob,
@@ -404,6 +455,7 @@ impl ShardActor {
             dispatcher,
             poisoned: None,
             records_since_snapshot: 0,
+            expired_kept: 0,
             snapshot_writer: None,
             buf: Vec::with_capacity(512),
             current: SyncJob::default(),
@@ -1005,12 +1057,17 @@ impl ShardActor {
         };
         let finished = writer
             .wait()
-            .and_then(|(lsn, took)| self.wal.finish_snapshot(lsn).map(|()| (lsn, took)));
+            .and_then(|written| self.wal.finish_snapshot(written.lsn).map(|()| written));
         match finished {
-            Ok((lsn, took)) => tracing::info!(
+            Ok(written) => tracing::info!(
                 shard = self.settings.index,
-                lsn,
-                write_ms = took.as_millis(),
+                lsn = written.lsn,
+                bytes = written.bytes,
+                build_ms = written.build.as_millis(),
+                write_ms = written.write.as_millis(),
+                left_out_clicks = written.left_out.clicks,
+                left_out_conversions = written.left_out.conversions,
+                left_out_impressions = written.left_out.impressions,
                 "snapshot written"
             ),
             Err(e) => {
@@ -1019,66 +1076,50 @@ impl ShardActor {
         }
     }
 
-    /// Takes a snapshot of the whole state, dropping clicks past the longest cookie life,
-    /// impression entries past their campaign's unique window and settled conversions past
-    /// [`CONVERSION_RETENTION_MS`], and starts writing it (see [`Self::reap_snapshot`]).
+    /// Takes a snapshot of the whole state and starts building and writing it on its own
+    /// thread (see [`Self::reap_snapshot`]). The snapshot leaves out clicks past the
+    /// longest cookie life, impression entries past their campaign's unique window and
+    /// settled conversions past [`CONVERSION_RETENTION_MS`] (see [`retention`]).
+    ///
+    /// The live state sheds those only when they are worth a compaction (see
+    /// [`COMPACT_WHEN_EXPIRED_ONE_IN`]): a rebuild of the whole state, on this task.
     fn snapshot(&mut self) {
-        let started = std::time::Instant::now();
         let now = self.now_ms();
-        let catalog = &self.shared.catalog;
-        let keep_clicks_since = now.saturating_sub(catalog.max_cookie_life_ms());
-        let keep_conversions_since = now.saturating_sub(CONVERSION_RETENTION_MS);
-        let snap = self.state.to_snapshot(
-            keep_clicks_since,
-            |campaign, t| {
-                catalog.campaign(campaign).is_some_and(|c| {
-                    now.saturating_sub(t) < u64::from(c.unique_window_hours) * 3_600_000
-                })
-            },
-            // A conversion stays while its click does (it is what makes a second
-            // conversion of that click and event a duplicate) and while a delivery of it
-            // is still being retried.
-            |c, click_kept| {
-                click_kept
-                    || c.time_ms >= keep_conversions_since
-                    || c.deliveries
-                        .iter()
-                        .any(|d| d.state == DeliveryState::Pending)
-            },
-        );
-        let dropped_clicks = self.state.click_count() - snap.clicks.len();
-        let dropped_conversions = self.state.conversions.len() - snap.conversions.len();
-        let pruned_impressions = self.state.impression_entries() - snap.impressions.len();
-        let data = codec::encode_shard_snapshot(&snap);
-        let encode_ms = started.elapsed().as_millis();
+        let catalog = Arc::clone(&self.shared.catalog);
+        let (keep_clicks_since, keep_conversions_since) = retention_horizons(&catalog, now);
+        let expired = self
+            .state
+            .expired_items(keep_clicks_since, keep_conversions_since);
+        let held = self.state.click_count() + self.state.conversions.len();
+        let newly_expired = expired.saturating_sub(self.expired_kept);
+        if newly_expired > 0 && newly_expired * COMPACT_WHEN_EXPIRED_ONE_IN >= held {
+            self.compact(&catalog, now);
+            self.expired_kept = self
+                .state
+                .expired_items(keep_clicks_since, keep_conversions_since);
+        }
+        let frozen = self.state.freeze();
         let lsn = self.wal.next_lsn();
-        let bytes = data.len();
-        // The records it covers are synced here; the file is written on its own thread.
-        let started_writer = self.wal.begin_snapshot(lsn, data).and_then(|pending| {
+        // The records it covers are synced here; it is built and written on its own thread.
+        let started_writer = self.wal.begin_snapshot(lsn).and_then(|pending| {
             Ok(snapshot_writer::SnapshotWriter::start(
                 self.settings.index,
                 pending,
+                move || {
+                    let snap = frozen.to_snapshot(retention(&catalog, now));
+                    let left_out = snapshot_writer::LeftOut {
+                        clicks: frozen.clicks.len() - snap.clicks.len(),
+                        conversions: frozen.conversions.len() - snap.conversions.len(),
+                        impressions: frozen.impressions.len() - snap.impressions.len(),
+                    };
+                    (codec::encode_shard_snapshot(&snap), left_out)
+                },
             )?)
         });
         // Either way the next one is an interval away: the log itself is still fine.
         self.records_since_snapshot = 0;
         match started_writer {
-            Ok(writer) => {
-                self.snapshot_writer = Some(writer);
-                // Memory shrinks only by rebuilding from what the snapshot kept.
-                if dropped_clicks + dropped_conversions + pruned_impressions > 0 {
-                    self.state = ShardState::from_snapshot(snap);
-                }
-                tracing::info!(
-                    shard = self.settings.index,
-                    lsn,
-                    bytes,
-                    dropped_clicks,
-                    dropped_conversions,
-                    encode_ms,
-                    "snapshot encoded; writing it"
-                );
-            }
+            Ok(writer) => self.snapshot_writer = Some(writer),
             Err(e) => {
                 tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
             }
@@ -1086,5 +1127,26 @@ impl ShardActor {
         // Forget merchant references past the dedupe window.
         let horizon = now.saturating_sub(MERCHANT_REF_WINDOW_MS);
         self.shared.merchant_refs.retain(|_, (_, t)| *t >= horizon);
+    }
+
+    /// Rebuilds the state without what is past its retention, so memory shrinks: the
+    /// state's stores only grow otherwise.
+    fn compact(&mut self, catalog: &Catalog, now: u64) {
+        let started = std::time::Instant::now();
+        let (clicks, conversions, impressions) = (
+            self.state.click_count(),
+            self.state.conversions.len(),
+            self.state.impression_entries(),
+        );
+        let snap = self.state.freeze().to_snapshot(retention(catalog, now));
+        self.state = ShardState::from_snapshot(snap);
+        tracing::info!(
+            shard = self.settings.index,
+            dropped_clicks = clicks - self.state.click_count(),
+            dropped_conversions = conversions - self.state.conversions.len(),
+            pruned_impressions = impressions - self.state.impression_entries(),
+            took_ms = started.elapsed().as_millis(),
+            "state compacted"
+        );
     }
 }

@@ -1,28 +1,59 @@
 //! A shard snapshot's file, written on a thread of its own.
 //!
-//! Encoding the state has to happen on the actor (it reads the state), but writing the
-//! file and syncing it took about as long again: 67 of 143 ms for a shard of a million
-//! clicks, with every answer of the shard waiting. The actor hands the encoded bytes to
-//! this thread and goes on; at a later batch (or at shutdown) it tells the log that the
-//! snapshot is durable, and the log then deletes the older snapshot and segments.
+//! Building the snapshot from the shard's state, encoding it, writing the file and syncing
+//! it would hold every answer of the shard for as long as they take (281 + 249 ms to build
+//! and encode a shard of a million clicks, and about as long again to write it). The actor
+//! freezes its state (see [`super::frozen`]) and hands it to this thread, which does the
+//! rest while the actor goes on; at a later batch (or at shutdown) the actor tells the log
+//! that the snapshot is durable, and the log then deletes the older snapshot and segments.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The thread's result: the snapshot's LSN and how long writing it took.
-type Written = Result<(wal::Lsn, Duration), wal::Error>;
+/// What the thread did: the snapshot's LSN and size, how long building and encoding it
+/// took and how long writing it, and what it left out.
+pub struct Written {
+    pub lsn: wal::Lsn,
+    pub bytes: usize,
+    pub build: Duration,
+    pub write: Duration,
+    pub left_out: LeftOut,
+}
+
+/// Items of the state a snapshot left out (past their retention).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeftOut {
+    pub clicks: usize,
+    pub conversions: usize,
+    pub impressions: usize,
+}
 
 pub struct SnapshotWriter {
-    thread: Option<JoinHandle<Written>>,
+    thread: Option<JoinHandle<Result<Written, wal::Error>>>,
 }
 
 impl SnapshotWriter {
-    pub fn start(shard: usize, pending: wal::PendingSnapshot) -> std::io::Result<Self> {
+    /// Starts the thread: `build` makes the snapshot's bytes (and says what it left out),
+    /// then `pending` writes them.
+    pub fn start(
+        shard: usize,
+        pending: wal::PendingSnapshot,
+        build: impl FnOnce() -> (Vec<u8>, LeftOut) + Send + 'static,
+    ) -> std::io::Result<Self> {
         let thread = std::thread::Builder::new()
             .name(format!("shard-snap-{shard:03}"))
             .spawn(move || {
                 let started = Instant::now();
-                pending.run().map(|lsn| (lsn, started.elapsed()))
+                let (data, left_out) = build();
+                let built = Instant::now();
+                let lsn = pending.run(&data)?;
+                Ok(Written {
+                    lsn,
+                    bytes: data.len(),
+                    build: built - started,
+                    write: built.elapsed(),
+                    left_out,
+                })
             })?;
         Ok(SnapshotWriter {
             thread: Some(thread),
@@ -34,7 +65,7 @@ impl SnapshotWriter {
     }
 
     /// Waits for the file to be written and synced.
-    pub fn wait(mut self) -> Written {
+    pub fn wait(mut self) -> Result<Written, wal::Error> {
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(written)) => written,
             _ => Err(std::io::Error::other("the snapshot writer thread panicked").into()),

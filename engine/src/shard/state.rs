@@ -6,6 +6,7 @@
 //! the record is appended) and during recovery, so replay rebuilds exactly the live state.
 
 use super::chunked::Chunked;
+use super::frozen::{Frozen, Retention};
 use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use crate::api::DeliveryState;
 use crate::codec::{
@@ -20,10 +21,10 @@ use std::sync::Arc;
 
 /// Clicks per chunk of the click store. Chunks of fixed capacity avoid the 2x slack of one
 /// growing vector (at 10 M clicks that slack alone would be ~280 MB) and its copies.
-const CHUNK_CLICKS: usize = 1 << 16;
+pub(super) const CHUNK_CLICKS: usize = 1 << 16;
 /// Conversions per chunk of the conversion store: about 1 MiB of records (~270 bytes
 /// each, their strings apart).
-const CHUNK_CONVERSIONS: usize = 1 << 12;
+pub(super) const CHUNK_CONVERSIONS: usize = 1 << 12;
 const MS_PER_DAY: u64 = 86_400_000;
 
 const FLAG_UNIQUE: u8 = 1;
@@ -39,7 +40,7 @@ pub struct ClickCore {
     pub campaign_id: u32,
     pub affiliate_id: u32,
     creative_id: u32,
-    tail: u32,
+    pub(super) tail: u32,
     /// IPv4 address; IPv6 addresses live in a side table (they are the minority).
     ip4: u32,
     flags: u8,
@@ -53,6 +54,14 @@ impl ClickCore {
     }
     pub fn creative_id(&self) -> Option<u32> {
         (self.flags & FLAG_HAS_CREATIVE != 0).then_some(self.creative_id)
+    }
+    /// The click's IP address; `ipv6` looks an IPv6 address up in the shard's side table.
+    pub(super) fn ip(&self, ipv6: impl FnOnce() -> Option<Ipv6Addr>) -> IpAddr {
+        if self.flags & FLAG_IPV6 != 0 {
+            IpAddr::V6(ipv6().unwrap_or(Ipv6Addr::UNSPECIFIED))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(self.ip4))
+        }
     }
 }
 
@@ -161,12 +170,12 @@ impl StrInterner {
 
 /// The stats key with sid1 interned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct StatKey {
-    day: u32,
-    campaign_id: u32,
-    affiliate_id: u32,
-    creative_id: Option<u32>,
-    sid1: u32,
+pub(super) struct StatKey {
+    pub(super) day: u32,
+    pub(super) campaign_id: u32,
+    pub(super) affiliate_id: u32,
+    pub(super) creative_id: Option<u32>,
+    pub(super) sid1: u32,
 }
 
 #[derive(Default)]
@@ -236,10 +245,6 @@ impl ShardState {
         self.clicks.get(idx as usize)
     }
 
-    fn clicks(&self) -> impl Iterator<Item = &ClickCore> {
-        self.clicks.iter()
-    }
-
     pub fn find_click(&self, id: &Id) -> Option<u32> {
         self.by_id.find(tag_of(id.hash64()), |i| {
             self.click(i).is_some_and(|c| c.id == *id)
@@ -281,16 +286,7 @@ impl ShardState {
     }
 
     pub fn click_ip(&self, idx: u32, click: &ClickCore) -> IpAddr {
-        if click.flags & FLAG_IPV6 != 0 {
-            IpAddr::V6(
-                self.ipv6
-                    .get(&idx)
-                    .copied()
-                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
-            )
-        } else {
-            IpAddr::V4(Ipv4Addr::from(click.ip4))
-        }
+        click.ip(|| self.ipv6.get(&idx).copied())
     }
 
     pub fn conversions_of(&self, click: &Id) -> impl Iterator<Item = &ConversionRec> {
@@ -633,72 +629,41 @@ impl ShardState {
         keep_impression: impl Fn(u32, u64) -> bool,
         keep_conversion: impl Fn(&ConversionRec, bool) -> bool,
     ) -> ShardSnapshot {
-        // The shard's tails are distinct already: the snapshot keeps those its clicks use,
-        // numbered in order of first use, mapped by index (no tail is hashed or copied
-        // per click).
-        let mut tails: Vec<Tail> = Vec::new();
-        let mut tail_map: Vec<Option<u32>> = vec![None; self.tails.items.len()];
-        let mut missing_tail = None;
-        let mut clicks = Vec::with_capacity(self.clicks.len());
-        for (i, c) in self.clicks().enumerate() {
-            if c.time_ms < keep_clicks_since_ms {
-                continue;
-            }
-            let mut snap_tail = |tail: Option<&Tail>| {
-                let index = tails.len() as u32;
-                tails.push(tail.cloned().unwrap_or_default());
-                index
-            };
-            let tail = match tail_map.get_mut(c.tail as usize) {
-                Some(Some(index)) => *index,
-                Some(slot) => *slot.insert(snap_tail(self.tails.get(c.tail))),
-                // Not a tail of this shard (never happens: every click's tail is interned);
-                // it reads as empty, as `tail` shows it.
-                None => *missing_tail.get_or_insert_with(|| snap_tail(None)),
-            };
-            clicks.push(ClickSnap {
-                id: c.id.0,
-                time_ms: c.time_ms,
-                campaign_id: c.campaign_id,
-                affiliate_id: c.affiliate_id,
-                creative_id: c.creative_id(),
-                tail,
-                ip: self.click_ip(i as u32, c),
-                fingerprint: c.fingerprint,
-                unique: c.unique(),
-            });
-        }
-        let mut counters: Vec<(StatKeyRec, CountersRec)> = self
-            .counters
-            .iter()
-            .map(|(k, c)| (self.stat_key_rec(k), *c))
-            .collect();
-        counters.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut impressions: Vec<(u64, u32, u64)> = self
-            .impressions
-            .iter()
-            .filter(|(&(_, campaign), &t)| keep_impression(campaign, t))
-            .map(|(&(fp, campaign), &t)| (fp, campaign, t))
-            .collect();
-        impressions.sort_unstable();
-        ShardSnapshot {
-            clicks,
-            tails,
-            conversions: self
+        self.freeze().to_snapshot(Retention {
+            keep_clicks_since_ms,
+            keep_impression,
+            keep_conversion,
+        })
+    }
+
+    /// About how many clicks (older than `keep_clicks_since_ms`) and conversions (older
+    /// than `keep_conversions_since_ms`) are past their retention, in a few probes: both
+    /// stores are in time order, as they were applied (give or take a clock step back).
+    /// Conversions count whether or not something else keeps them (their click, a pending
+    /// delivery), so this is an upper bound of what a compaction would drop.
+    pub fn expired_items(
+        &self,
+        keep_clicks_since_ms: u64,
+        keep_conversions_since_ms: u64,
+    ) -> usize {
+        self.clicks
+            .partition_point(|c| c.time_ms < keep_clicks_since_ms)
+            + self
                 .conversions
-                .iter()
-                .filter(|c| {
-                    let click_kept = c.click_id.is_some_and(|id| {
-                        self.find_click(&Id(id))
-                            .and_then(|i| self.click(i))
-                            .is_some_and(|click| click.time_ms >= keep_clicks_since_ms)
-                    });
-                    keep_conversion(c, click_kept)
-                })
-                .cloned()
-                .collect(),
-            impressions,
-            counters,
+                .partition_point(|c| c.time_ms < keep_conversions_since_ms)
+    }
+
+    /// The state as it is now, for a snapshot built elsewhere (see [`Frozen`]): shares the
+    /// click and conversion stores and copies the small tables.
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
+            clicks: self.clicks.share(),
+            ipv6: self.ipv6.clone(),
+            tails: self.tails.items.clone(),
+            sid1s: self.sid1s.items.clone(),
+            conversions: self.conversions.share(),
+            impressions: self.impressions.clone(),
+            counters: self.counters.clone(),
         }
     }
 
