@@ -96,6 +96,10 @@ struct MatchedClick {
 
 impl ShardActor {
     pub(super) fn convert(&mut self, input: &ConvInput, how: How) -> (ConvReply, bool) {
+        if self.state.conversions_full() {
+            tracing::warn!("shard full: a conversion is refused");
+            return (ConvReply::Done(ConversionOutcome::unavailable()), false);
+        }
         let now = self.now_ms();
         let req = &input.req;
         let cid = req.source.campaign_id;
