@@ -195,13 +195,17 @@ impl ClickIndex {
 
     /// Reads the tag's home slot and returns a value of it. A caller about to insert many
     /// keys reads their home slots first, all in one go: the loads miss the cache together
-    /// (the processor overlaps independent loads) instead of one after the other.
+    /// (the processor overlaps independent loads) instead of one after the other. While a
+    /// growth is under way it reads the old array's home slot too where the key may be
+    /// there, since a probe of an absent key reads both (in an index-only measurement of
+    /// batched clicks this took the clicks during a growth from 365 to 305 ns each).
     pub fn touch(&self, tag: u32) -> u64 {
-        self.table
-            .slots
-            .get(self.table.home(tag))
-            .copied()
-            .unwrap_or(0)
+        let slot = self.table.slots.get(self.table.home(tag)).copied();
+        if self.maybe_in_old(tag) {
+            slot.unwrap_or(0) ^ self.old.slots[self.old.home(tag)]
+        } else {
+            slot.unwrap_or(0)
+        }
     }
 
     /// Whether the key of `tag`, if present, may be in the old array: a growth is under
@@ -212,6 +216,7 @@ impl ClickIndex {
     }
 
     /// Probes for `tag`; `eq` confirms that a click index with that tag is the key.
+    #[inline]
     pub fn probe(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Probe {
         if self.table.slots.is_empty() {
             return Probe::Vacant { pos: usize::MAX };
@@ -224,12 +229,22 @@ impl ClickIndex {
             Err(vacant) => vacant,
         };
         if self.maybe_in_old(tag) {
-            if let Ok((pos, idx)) = self.old.probe(tag, &mut eq) {
-                let pos = FoundSlot { pos, in_old: true };
-                return Probe::Found { pos, idx };
-            }
+            return self.probe_old(tag, eq, vacant);
         }
         Probe::Vacant { pos: vacant }
+    }
+
+    /// The rest of a probe while a growth is under way: the old array, then `vacant` in
+    /// the table. Out of line, so that the usual probe stays small enough to inline.
+    #[inline(never)]
+    fn probe_old(&self, tag: u32, mut eq: impl FnMut(u32) -> bool, vacant: usize) -> Probe {
+        match self.old.probe(tag, &mut eq) {
+            Ok((pos, idx)) => {
+                let pos = FoundSlot { pos, in_old: true };
+                Probe::Found { pos, idx }
+            }
+            Err(_) => Probe::Vacant { pos: vacant },
+        }
     }
 
     pub fn find(&self, tag: u32, eq: impl FnMut(u32) -> bool) -> Option<u32> {
