@@ -20,13 +20,13 @@
 //!
 //! How lookups stay correct while an old array is being moved out of: moved entries stay
 //! behind in the old array as stale copies (clearing them would cut the probe runs of
-//! entries not yet moved), and a key is in at most one place that a lookup reads. Moving
-//! starts at an empty old slot and each step ends just after one, so the moved old slots
-//! are whole probe runs: a key whose old home slot is among them is in the new table if
-//! anywhere, and the old array is not read for it. Otherwise the key is in the new table
-//! (inserted since the growth) or in the old array (not moved yet), never both: a lookup
-//! reads the new table first, then the old array. An entry found in the old array is
-//! repointed there, and moves later with its new value.
+//! entries not moved yet), so the old array is read only for keys that may not have moved.
+//! Moving starts at an empty old slot and each step ends just after one, so the moved old
+//! slots are whole probe runs: a key whose old home slot is among them is in the new table
+//! if anywhere, and the old array is not read for it. Any other key is in the new table
+//! (inserted since the growth) or in the old array (not moved yet), never in both: a
+//! lookup reads the new table first, then the old array. An entry found in the old array
+//! is repointed there, and moves later with its new value.
 //!
 //! Entries are only added or repointed, never removed (a snapshot that drops clicks
 //! rebuilds the state), so probing needs no tombstones.
