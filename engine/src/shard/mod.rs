@@ -346,6 +346,8 @@ pub struct ShardActor {
     dispatcher: Dispatcher,
     poisoned: Option<String>,
     records_since_snapshot: u64,
+    /// Items the state held at the last snapshot (see [`Self::snapshot_due_after`]).
+    items_at_last_snapshot: usize,
     /// Items past their retention that the last compaction kept (old conversions whose
     /// click stays, see [`ShardState::expired_items`]): not a reason to compact again.
     expired_kept: usize,
@@ -446,6 +448,9 @@ impl ShardActor {
         shared: Arc<Shared>,
         dispatcher: Dispatcher,
     ) -> std::io::Result<Self> {
+        // As if the recovered state had just been snapshotted: the next snapshot comes
+        // after as many records as it holds (or the interval), not at once.
+        let items_at_last_snapshot = state.items_held();
         Ok(ShardActor {
             syncer: Syncer::start(settings.index, Arc::clone(&shared), dispatcher.clone())?,
             settings,
@@ -455,6 +460,7 @@ impl ShardActor {
             dispatcher,
             poisoned: None,
             records_since_snapshot: 0,
+            items_at_last_snapshot,
             expired_kept: 0,
             snapshot_writer: None,
             buf: Vec::with_capacity(512),
@@ -639,17 +645,20 @@ impl ShardActor {
         (false, wrote)
     }
 
-    /// Records between snapshots: the configured interval, or as many records as the
-    /// state holds items if that is more. A snapshot writes the whole state, so its cost
-    /// grows with it; spread over at least as many records as it writes, it stays a fixed
+    /// Records between snapshots: the configured interval, or as many records as the last
+    /// snapshot held items if that is more. A snapshot writes the whole state, so its cost
+    /// grows with it; spread over at least as many records as it wrote, it stays a fixed
     /// share of the work per record (at 1 M records a snapshot of a shard holding a
     /// million conversions took a large share of the CPU and stalled answers for a second),
     /// while recovery still replays at most about the state's size after the snapshot.
+    ///
+    /// The items held at the last snapshot, not now: a state that only grows (clicks, none
+    /// expiring yet) holds a new item per record, so "as many records as it holds now"
+    /// was never reached after the first snapshot, and the log grew without end.
     fn snapshot_due_after(&self) -> u64 {
-        let held = self.state.click_count()
-            + self.state.conversions.len()
-            + self.state.impression_entries();
-        self.settings.snapshot_every_records.max(held as u64)
+        self.settings
+            .snapshot_every_records
+            .max(self.items_at_last_snapshot as u64)
     }
 
     /// Under `sync = interval`: starts a sync of what is due without waiting for it.
@@ -1099,6 +1108,7 @@ impl ShardActor {
                 .expired_items(keep_clicks_since, keep_conversions_since);
         }
         let frozen = self.state.freeze();
+        self.items_at_last_snapshot = self.state.items_held();
         let lsn = self.wal.next_lsn();
         // The records it covers are synced here; it is built and written on its own thread.
         let started_writer = self.wal.begin_snapshot(lsn).and_then(|pending| {

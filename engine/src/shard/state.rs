@@ -261,6 +261,11 @@ impl ShardState {
         *slot = slot.saturating_add_signed(delta);
     }
 
+    /// Items held: clicks, conversions and impression entries (what a snapshot writes).
+    pub fn items_held(&self) -> usize {
+        self.clicks.len() + self.conversions.len() + self.impressions.len()
+    }
+
     /// Entries of the impressions' uniqueness index.
     pub fn impression_entries(&self) -> usize {
         self.impressions.len()
