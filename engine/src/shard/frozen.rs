@@ -130,17 +130,7 @@ impl Frozen {
     }
 
     fn stat_key_rec(&self, key: &StatKey) -> StatKeyRec {
-        StatKeyRec {
-            day: key.day,
-            campaign_id: key.campaign_id,
-            affiliate_id: key.affiliate_id,
-            creative_id: key.creative_id,
-            sid1: self
-                .sid1s
-                .get(key.sid1 as usize)
-                .map_or("", |s| s.as_ref())
-                .to_string(),
-        }
+        key.to_rec(self.sid1s.get(key.sid1 as usize).map_or("", |s| s.as_ref()))
     }
 }
 

@@ -181,6 +181,19 @@ pub(super) struct StatKey {
     pub(super) sid1: u32,
 }
 
+impl StatKey {
+    /// The key as reports and snapshots hold it, with its interned `sid1` spelled out.
+    pub(super) fn to_rec(self, sid1: &str) -> StatKeyRec {
+        StatKeyRec {
+            day: self.day,
+            campaign_id: self.campaign_id,
+            affiliate_id: self.affiliate_id,
+            creative_id: self.creative_id,
+            sid1: sid1.to_string(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ShardState {
     clicks: Chunked<ClickCore, CHUNK_CLICKS>,
@@ -728,13 +741,7 @@ impl ShardState {
     }
 
     fn stat_key_rec(&self, key: &StatKey) -> StatKeyRec {
-        StatKeyRec {
-            day: key.day,
-            campaign_id: key.campaign_id,
-            affiliate_id: key.affiliate_id,
-            creative_id: key.creative_id,
-            sid1: self.sid1s.get(key.sid1).to_string(),
-        }
+        key.to_rec(self.sid1s.get(key.sid1))
     }
 
     /// The whole state, for a snapshot. Clicks older than `keep_clicks_since_ms` and
