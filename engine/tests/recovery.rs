@@ -326,6 +326,34 @@ async fn snapshots_drop_clicks_past_the_longest_cookie_life() {
     assert_eq!(r.totals["conversions"].as_u64(), Some(1));
 }
 
+/// Below one expired item in 8, a snapshot does not compact: it leaves the expired click
+/// out of its file, while the live state keeps it (until a compaction, or a restart, which
+/// recovers from that file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_leaves_expired_clicks_out_before_memory_sheds_them() {
+    let mut h = Harness::new(1, |c| c.storage.snapshot_every_records = 5);
+    let old = click_id(h.engine(), click_request(1, 7, 1)).await;
+    h.clock.advance_ms(29 * DAY_MS);
+    // Records 2 to 10: snapshots at 5 and 10, nothing expired yet.
+    for v in 0..9 {
+        click_id(h.engine(), click_request(1, 7, 10 + v)).await;
+    }
+    h.clock.advance_ms(DAY_MS + 1);
+    // Records 11 to 20: the snapshot at 20 finds 1 expired click of 20.
+    for v in 0..10 {
+        click_id(h.engine(), click_request(1, 7, 30 + v)).await;
+    }
+    assert!(
+        h.engine().click_view(&old).await.is_some(),
+        "no compaction for 1 in 20"
+    );
+    h.restart().await;
+    assert!(
+        h.engine().click_view(&old).await.is_none(),
+        "the snapshot recovered from left it out"
+    );
+}
+
 /// Conversions do not pile up in memory forever: a settled one past the retention window
 /// (90 days) whose click is gone leaves at the next snapshot; a newer one stays; reports
 /// keep counting both.
