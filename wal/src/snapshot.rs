@@ -35,19 +35,17 @@ fn checksum(header: &[u8], data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, data)
 }
 
-/// The whole file contents for a snapshot. Layout: magic (8), version (4), CRC (4), LSN (8),
-/// data length (8), data.
-pub(crate) fn encode(lsn: Lsn, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + data.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    let crc = checksum(&out, data);
-    out[12..16].copy_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(data);
-    out
+/// The header of a snapshot file whose data is `data`; the file is the header, then the
+/// data. Layout: magic (8), version (4), CRC (4), LSN (8), data length (8).
+pub(crate) fn header(lsn: Lsn, data: &[u8]) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&lsn.to_le_bytes());
+    header[24..32].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    let crc = checksum(&header, data);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    header
 }
 
 /// Decodes and verifies a snapshot file whose name says `lsn`.

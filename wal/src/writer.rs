@@ -648,8 +648,9 @@ impl PendingSnapshot {
 /// Writes the snapshot file of `lsn` (framed and checksummed) and syncs it.
 fn write_snapshot_file(storage: &dyn Storage, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
     let name = snapshot::snapshot_name(lsn);
-    let contents = snapshot::encode(lsn, data);
-    storage.create(&name, contents.len() as u64, &contents)?;
+    let header = snapshot::header(lsn, data);
+    let size_bytes = (header.len() + data.len()) as u64;
+    storage.create(&name, size_bytes, &[&header, data])?;
     Ok(())
 }
 
@@ -665,7 +666,7 @@ fn create_segment(
     if prefault {
         prepared.file = Some(storage.create_prefaulted(name, size_bytes, page)?);
     } else {
-        storage.create(name, size_bytes, page)?;
+        storage.create(name, size_bytes, &[page])?;
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ impl FsStorage {
         &self,
         name: &str,
         size_bytes: u64,
-        head: &[u8],
+        head: &[&[u8]],
         zero_fill: bool,
     ) -> io::Result<()> {
         self.check_writable()?;
@@ -91,11 +91,16 @@ impl FsStorage {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let size_bytes = size_bytes.max(head.len() as u64).max(1);
+            let head_bytes: u64 = head.iter().map(|part| part.len() as u64).sum();
+            let size_bytes = size_bytes.max(head_bytes).max(1);
             allocate(&file, size_bytes)?;
-            file.write_all_at(head, 0)?;
+            let mut at = 0;
+            for part in head {
+                file.write_all_at(part, at)?;
+                at += part.len() as u64;
+            }
             if zero_fill {
-                write_zeros(&file, head.len() as u64, size_bytes)?;
+                write_zeros(&file, head_bytes, size_bytes)?;
             }
             file.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(name))?;
@@ -258,7 +263,7 @@ impl Storage for FsStorage {
         Ok(Box::new(map))
     }
 
-    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
+    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()> {
         self.create_file(name, size_bytes, head, true)
     }
 
@@ -271,7 +276,7 @@ impl Storage for FsStorage {
         size_bytes: u64,
         head: &[u8],
     ) -> io::Result<Box<dyn MappedFile>> {
-        self.create_file(name, size_bytes, head, false)?;
+        self.create_file(name, size_bytes, &[head], false)?;
         let segment = self.map(name, size_bytes, Populate::Write)?;
         Ok(Box::new(segment))
     }

@@ -32,10 +32,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(Box::new(self.read(name, max_bytes)?))
     }
 
-    /// Durably creates (or replaces) `name`, `size_bytes` long, starting with `head` and
-    /// zero after it: the space is allocated for real (never sparse), the file synced, then
-    /// renamed into place and the directory synced. Fails with `ENOSPC` when the disk is full.
-    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()>;
+    /// Durably creates (or replaces) `name`, `size_bytes` long, starting with the parts of
+    /// `head` one after the other and zero after them: the space is allocated for real
+    /// (never sparse), the file synced, then renamed into place and the directory synced.
+    /// Fails with `ENOSPC` when the disk is full. (Parts, so that a snapshot's header and
+    /// its data go in without first being copied into one buffer.)
+    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()>;
 
     /// Creates a segment as [`Storage::create`] does and maps it with every page already
     /// faulted in writable, so appends into it take no page faults. Its pages count as
@@ -47,7 +49,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         size_bytes: u64,
         head: &[u8],
     ) -> io::Result<Box<dyn MappedFile>> {
-        self.create(name, size_bytes, head)?;
+        self.create(name, size_bytes, &[head])?;
         self.open_mapped(name, size_bytes)
     }
 

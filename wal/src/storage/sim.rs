@@ -234,15 +234,16 @@ impl Storage for SimDisk {
         Ok(cache[..len].to_vec())
     }
 
-    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
+    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()> {
         let mut state = self.lock();
         state.allocate()?;
         state.sync()?;
+        let head = head.concat();
         let len = usize::try_from(size_bytes)
             .unwrap_or(usize::MAX)
             .max(head.len());
         let mut bytes = vec![0u8; len];
-        bytes[..head.len()].copy_from_slice(head);
+        bytes[..head.len()].copy_from_slice(&head);
         state.next_inode += 1;
         let inode = state.next_inode;
         state.files.insert(
