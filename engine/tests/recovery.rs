@@ -339,9 +339,19 @@ async fn a_snapshot_leaves_expired_clicks_out_before_memory_sheds_them() {
         click_id(h.engine(), click_request(1, 7, 10 + v)).await;
     }
     h.clock.advance_ms(DAY_MS + 1);
-    // Records 11 to 20: the snapshot at 20 finds 1 expired click of 20.
-    for v in 0..10 {
-        click_id(h.engine(), click_request(1, 7, 30 + v)).await;
+    // Records from 11 on, until a snapshot taken after the advance is on disk: it finds 1
+    // expired click in more than 10. Snapshots are written one at a time on their own
+    // thread, so the record a due one starts at depends on the machine (under load the one
+    // at 10 may still be running at 20, and none would follow without more records).
+    // LSNs count records from 1: a snapshot at LSN 12 or later covers record 11.
+    let mut v = 30u8;
+    while !snapshot_lsns(h.dir.path()).iter().any(|&lsn| lsn >= 12) {
+        assert!(v < 250, "no snapshot after the advance");
+        click_id(h.engine(), click_request(1, 7, v)).await;
+        v += 1;
+        if v >= 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     assert!(
         h.engine().click_view(&old).await.is_some(),
@@ -447,22 +457,28 @@ fn snapshot_lsns(dir: &std::path::Path) -> Vec<u64> {
 }
 
 /// A shard whose state only grows (clicks, none expired) keeps taking snapshots: each
-/// after as many records as the one before held, here at about 10, 20, 40 and 80 of 200
-/// clicks. (Measured against what the state holds now, the second never came, and the log
+/// after as many records as the one before held, here at about 10, 20, 40 and 80 clicks.
+/// (Measured against what the state holds now, the second never came, and the log
 /// behind the first grew without end.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_keep_coming_while_the_state_grows() {
     let h = Harness::new(1, |c| c.storage.snapshot_every_records = 10);
-    for v in 0..200u8 {
-        click_id(h.engine(), click_request(1, 7, v)).await;
+    // One snapshot is written at a time, on its own thread, and a due one starts with the
+    // next record after the last is done: under load they land later, so the clicks go
+    // on (bounded) until one at LSN 80 or later is on disk.
+    let mut clicks = 0u32;
+    loop {
+        let newest = snapshot_lsns(h.dir.path()).into_iter().max();
+        if newest.is_some_and(|lsn| lsn >= 80) {
+            break;
+        }
+        assert!(
+            clicks < 2_000,
+            "newest snapshot at LSN {newest:?} after {clicks} clicks"
+        );
+        click_id(h.engine(), click_request(1, 7, (clicks % 256) as u8)).await;
+        clicks += 1;
     }
-    // One snapshot is written at a time, so the one at 80 was finished before the next
-    // (at about 160) began.
-    let newest = snapshot_lsns(h.dir.path()).into_iter().max();
-    assert!(
-        newest.is_some_and(|lsn| lsn >= 80),
-        "newest snapshot at LSN {newest:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
