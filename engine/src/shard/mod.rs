@@ -57,12 +57,20 @@ pub const MERCHANT_REF_WINDOW_MS: u64 = 90 * 86_400_000;
 /// kept or a delivery is still pending; reports keep counting them (counters are apart).
 pub const CONVERSION_RETENTION_MS: u64 = MERCHANT_REF_WINDOW_MS;
 
-/// A snapshot compacts the live state first when at least one in this many of its clicks
+/// A snapshot also compacts the live state when at least one in this many of its clicks
 /// and conversions is past its retention. Snapshots always leave such items out of the
-/// file; shedding them from memory means rebuilding the whole state on the shard's task,
-/// which holds its answers (seconds for tens of millions of clicks), so it waits until it
-/// frees a worthwhile share: with clicks kept 30 days, about every 4 days of traffic.
+/// file; shedding them from memory means rebuilding the whole state (on the snapshot's
+/// thread, see [`ShardActor::reap_snapshot`]: seconds of CPU for tens of millions of
+/// clicks, and for a while twice the memory), so it waits until it frees a worthwhile
+/// share: with clicks kept 30 days, about every 4 days of traffic.
 const COMPACT_WHEN_EXPIRED_ONE_IN: usize = 8;
+
+/// Bytes of records (and their index) a compaction keeps while its snapshot is being built
+/// and written, to replay them onto the compacted state. Past this the compaction is given
+/// up (the next snapshot tries again) rather than hold ever more memory: 64 MiB is
+/// hundreds of thousands of clicks, minutes of a busy shard's traffic, while a shard of ten
+/// million clicks compacts in seconds.
+const COMPACTION_REPLAY_MAX_BYTES: usize = 64 << 20;
 
 /// Oldest click time and oldest settled-conversion time (ms) that a snapshot taken at
 /// `now_ms` keeps: clicks within the longest cookie life, conversions within
@@ -101,6 +109,36 @@ fn retention(
                     .iter()
                     .any(|d| d.state == DeliveryState::Pending)
         },
+    }
+}
+
+/// A compaction in flight: its snapshot's thread rebuilds the state, while the actor keeps
+/// every record it appends meanwhile, to replay onto the rebuilt state before swapping it
+/// in (see [`ShardActor::reap_snapshot`]).
+struct Compaction {
+    /// When the snapshot was taken (ms): the time its retention rules were applied at.
+    now_ms: u64,
+    /// The snapshot's retention horizons (clicks, conversions; ms), to count what the
+    /// compacted state still holds past them (see [`ShardActor::expired_kept`]).
+    horizons: (u64, u64),
+    /// The records' encoded payloads, one after the other.
+    bytes: Vec<u8>,
+    /// Per record: its LSN, its kind and where its payload ends in `bytes`.
+    records: Vec<KeptRecord>,
+}
+
+/// A record kept for a compaction: its LSN, its kind and where its payload ends.
+type KeptRecord = (wal::Lsn, u8, usize);
+
+impl Compaction {
+    fn records(&self) -> impl Iterator<Item = (wal::Lsn, u8, &[u8])> + Clone {
+        let starts = std::iter::once(0).chain(self.records.iter().map(|&(_, _, end)| end));
+        self.records
+            .iter()
+            .zip(starts)
+            .map(|(&(lsn, kind, end), start)| {
+                (lsn, kind, self.bytes.get(start..end).unwrap_or(&[]))
+            })
     }
 }
 
@@ -339,6 +377,8 @@ pub struct ShardActor {
     syncer: Syncer,
     /// The snapshot whose file is being written, if any (one at a time).
     snapshot_writer: Option<snapshot_writer::SnapshotWriter>,
+    /// The compaction that snapshot carries, if any, and if not given up.
+    compaction: Option<Compaction>,
     settings: ShardSettings,
     pub state: ShardState,
     wal: wal::Wal,
@@ -368,32 +408,48 @@ pub fn recover_state(recovered: &wal::Recovered) -> Result<ShardState, crate::Er
         ),
         None => ShardState::default(),
     };
-    let clicks = recovered
-        .records
-        .iter()
-        .filter(|r| codec::is_shard_click(r.kind, &r.payload))
+    replay(
+        &mut state,
+        recovered
+            .records
+            .iter()
+            .map(|r| (r.lsn, r.kind, r.payload.as_slice())),
+    )?;
+    Ok(state)
+}
+
+/// Applies logged records (LSN, kind, payload) to a state in log order: recovery's path,
+/// and a compaction's, which replays the records appended while its snapshot was being
+/// written onto the state rebuilt from that snapshot, so that the swapped-in state is
+/// what recovering from that snapshot would give.
+fn replay<'a>(
+    state: &mut ShardState,
+    records: impl Iterator<Item = (wal::Lsn, u8, &'a [u8])> + Clone,
+) -> Result<(), crate::Error> {
+    let clicks = records
+        .clone()
+        .filter(|&(_, kind, payload)| codec::is_shard_click(kind, payload))
         .count();
     state.reserve_clicks(clicks);
     // Clicks, nearly all of a shard's records, are applied in place, a group at a time:
     // the group's index slots are read first, so their cache misses overlap.
     let mut group = Vec::with_capacity(RECOVERY_CLICK_GROUP);
-    for r in &recovered.records {
-        let fail =
-            |e: codec::DecodeError| crate::Error::Config(format!("shard record {}: {e}", r.lsn));
-        if let Some(click) = codec::decode_shard_click(r.kind, &r.payload).map_err(fail)? {
+    for (lsn, kind, payload) in records {
+        let fail = |e: codec::DecodeError| crate::Error::Config(format!("shard record {lsn}: {e}"));
+        if let Some(click) = codec::decode_shard_click(kind, payload).map_err(fail)? {
             group.push(click);
             if group.len() == RECOVERY_CLICK_GROUP {
-                apply_clicks(&mut state, &mut group);
+                apply_clicks(state, &mut group);
             }
             continue;
         }
         // In log order: the clicks before this record first.
-        apply_clicks(&mut state, &mut group);
-        let rec = codec::decode_shard_record(r.kind, &r.payload).map_err(fail)?;
+        apply_clicks(state, &mut group);
+        let rec = codec::decode_shard_record(kind, payload).map_err(fail)?;
         state.apply(rec);
     }
-    apply_clicks(&mut state, &mut group);
-    Ok(state)
+    apply_clicks(state, &mut group);
+    Ok(())
 }
 
 /// Clicks recovery decodes before applying them: enough for their index reads to overlap
@@ -413,21 +469,23 @@ fn apply_clicks(state: &mut ShardState, group: &mut Vec<codec::ClickRecRef<'_>>)
     }
 }
 
+/// Drops a whole shard state on a thread of its own, not on the actor (see
+/// [`ShardActor::swap_in`]): freeing the state a compaction replaced took 9-10 ms at a
+/// million clicks and 17 ms at two million, the larger part of the swap's stall. The
+/// thread only frees memory (no file, no lock), so it may outlive the shard; should it
+/// fail to start, the state is dropped here after all.
+fn drop_elsewhere(state: ShardState) {
+    let spawned = std::thread::Builder::new()
+        .name("shard-drop".into())
+        .spawn(move || drop(state));
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no thread to drop a replaced state on");
+    }
+}
+
 fn lock(slot: &ShardSlot) -> std::sync::MutexGuard<'_, Option<ShardActor>> {
     // A panic inside a batch is caught before it can poison the lock (see `run`).
     slot.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs long blocking work (a compaction: rebuilding the whole shard) so the runtime's
-/// other tasks move to another worker meanwhile; on a current-thread runtime (tests) it
-/// just runs. Not for short work such as starting a snapshot (0.3 ms at 1 M clicks):
-/// handing the worker over costs a thread and switches.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
 }
 
 /// Fills `batch` from the mailbox up to [`MAX_BATCH`] with whatever is queued. No need to
@@ -464,6 +522,7 @@ impl ShardActor {
             items_at_last_snapshot,
             expired_kept: 0,
             snapshot_writer: None,
+            compaction: None,
             buf: Vec::with_capacity(512),
             current: SyncJob::default(),
             wrote: false,
@@ -712,9 +771,10 @@ impl ShardActor {
         }
         let kind = codec::encode_shard_record(record, &mut self.buf);
         match self.wal.append(kind, &self.buf) {
-            Ok(_) => {
+            Ok(lsn) => {
                 self.wrote = true;
                 self.records_since_snapshot += 1;
+                self.keep_for_compaction(lsn, kind);
                 Ok(())
             }
             Err(wal::Error::RecordTooLarge { len, max }) => {
@@ -726,6 +786,28 @@ impl ShardActor {
                 Err(Unavailable(reason))
             }
         }
+    }
+
+    /// Keeps the record just appended (in `buf`) for the compaction in flight, if any;
+    /// gives the compaction up past [`COMPACTION_REPLAY_MAX_BYTES`].
+    fn keep_for_compaction(&mut self, lsn: wal::Lsn, kind: u8) {
+        let Some(compaction) = &mut self.compaction else {
+            return;
+        };
+        let end = compaction.bytes.len() + self.buf.len();
+        let index_bytes = (compaction.records.len() + 1) * std::mem::size_of::<KeptRecord>();
+        if end + index_bytes > COMPACTION_REPLAY_MAX_BYTES {
+            tracing::warn!(
+                shard = self.settings.index,
+                records = compaction.records.len(),
+                "compaction given up: more records came while its snapshot was written \
+                 than it keeps to replay; the next snapshot tries again"
+            );
+            self.compaction = None;
+            return;
+        }
+        compaction.bytes.extend_from_slice(&self.buf);
+        compaction.records.push((lsn, kind, end));
     }
 
     fn defer(&mut self, reply: Deferred) {
@@ -889,7 +971,11 @@ impl ShardActor {
         status: ConversionStatus,
     ) -> Result<(ConversionView, bool), AdminError> {
         let now = self.now_ms();
-        let Some(c) = self.state.conversion(id) else {
+        let Some(c) = self
+            .state
+            .conversion(id)
+            .filter(|c| !self.compacted_away(c))
+        else {
             return Err(AdminError::NotFound);
         };
         if c.status == status {
@@ -926,7 +1012,12 @@ impl ShardActor {
 
     fn replay(&mut self, id: &DeliveryId) -> Result<DeliveryView, AdminError> {
         let now = self.now_ms();
-        if self.state.delivery_mut(&id.conversion, id.seq).is_none() {
+        let found = self
+            .state
+            .conversion(&id.conversion)
+            .filter(|c| !self.compacted_away(c))
+            .is_some_and(|c| c.deliveries.iter().any(|d| d.seq == id.seq));
+        if !found {
             return Err(AdminError::NotFound);
         }
         let record = ShardRecord::Replay {
@@ -994,6 +1085,29 @@ impl ShardActor {
         if self.write(&record).is_ok() {
             self.state.apply(record);
         }
+    }
+
+    /// Whether the compaction in flight leaves this conversion out of the state it swaps
+    /// in. An admin change to it (status, delivery replay) answers "not found", as it
+    /// would once the compaction is done: accepted now, its record would be replayed onto
+    /// a state without the conversion, and the change (in reports too) would be lost at
+    /// the swap, as at a restart.
+    ///
+    /// Judged on the conversion as it is now, by the snapshot's rules: one whose delivery
+    /// was still pending at the snapshot (so it stays) and has settled since is refused
+    /// too, until the swap; new pending deliveries cannot appear on one the snapshot
+    /// leaves out, since they come from the changes refused here.
+    fn compacted_away(&self, c: &codec::ConversionRec) -> bool {
+        let Some(compaction) = &self.compaction else {
+            return false;
+        };
+        let click_kept = c
+            .click_id
+            .and_then(|id| self.state.find_click(&Id(id)))
+            .and_then(|i| self.state.click(i))
+            .is_some_and(|click| click.time_ms >= compaction.horizons.0);
+        let keep = retention(&self.shared.catalog, compaction.now_ms).keep_conversion;
+        !keep(c, click_kept)
     }
 
     fn click_view(&self, id: &Id) -> Option<ClickView> {
@@ -1065,8 +1179,9 @@ impl ShardActor {
         else {
             return;
         };
-        let finished = writer
-            .wait()
+        let done = writer.wait();
+        let finished = done
+            .written
             .and_then(|written| self.wal.finish_snapshot(written.lsn).map(|()| written));
         match finished {
             Ok(written) => tracing::info!(
@@ -1084,6 +1199,59 @@ impl ShardActor {
                 tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
             }
         }
+        if let Some(compacted) = done.compacted {
+            self.swap_in(compacted);
+        }
+    }
+
+    /// Replays the records kept since the compaction's snapshot onto the state its thread
+    /// rebuilt from that snapshot, and swaps it in for the live state: the result is what
+    /// recovery from that snapshot and the log after it gives (the same decoding and
+    /// [`ShardState::apply`]), so a record about an item the snapshot left out (a late
+    /// attempt report for a settled delivery of a conversion past retention) is handled
+    /// as recovery handles it; admin changes to such conversions were refused meanwhile
+    /// (see [`Self::compacted_away`]). What this leaves on the actor is the replay, a cost
+    /// per record appended meanwhile (3 ms for 9 k clicks), instead of a rebuild of the
+    /// whole state (160 ms at a million clicks).
+    fn swap_in(&mut self, mut compacted: ShardState) {
+        let Some(compaction) = self.compaction.take() else {
+            // Given up (see `keep_for_compaction`).
+            drop_elsewhere(compacted);
+            return;
+        };
+        let started = std::time::Instant::now();
+        let (keep_clicks_since, keep_conversions_since) = compaction.horizons;
+        // What the snapshot held: the next snapshot is due as many records later.
+        let items_at_snapshot = compacted.items_held();
+        let expired_kept = compacted.expired_items(keep_clicks_since, keep_conversions_since);
+        if let Err(e) = replay(&mut compacted, compaction.records()) {
+            // Never: these records were encoded by this actor a moment ago.
+            tracing::error!(shard = self.settings.index, error = %e, "compaction given up");
+            drop_elsewhere(compacted);
+            return;
+        }
+        let (clicks, conversions, impressions) = (
+            self.state.click_count(),
+            self.state.conversions.len(),
+            self.state.impression_entries(),
+        );
+        let old = std::mem::replace(&mut self.state, compacted);
+        drop_elsewhere(old);
+        self.items_at_last_snapshot = items_at_snapshot;
+        self.expired_kept = expired_kept;
+        let states = self.state.delivery_states();
+        for (gauge, n) in self.metrics().deliveries.iter().zip(states) {
+            gauge.set(n as f64);
+        }
+        tracing::info!(
+            shard = self.settings.index,
+            dropped_clicks = clicks.saturating_sub(self.state.click_count()),
+            dropped_conversions = conversions.saturating_sub(self.state.conversions.len()),
+            pruned_impressions = impressions.saturating_sub(self.state.impression_entries()),
+            replayed_records = compaction.records.len(),
+            swap_ms = started.elapsed().as_millis(),
+            "state compacted"
+        );
     }
 
     /// Takes a snapshot of the whole state and starts building and writing it on its own
@@ -1092,23 +1260,19 @@ impl ShardActor {
     /// settled conversions past [`CONVERSION_RETENTION_MS`] (see [`retention`]).
     ///
     /// The live state sheds those only when they are worth a compaction (see
-    /// [`COMPACT_WHEN_EXPIRED_ONE_IN`]): a rebuild of the whole state, on this task.
+    /// [`COMPACT_WHEN_EXPIRED_ONE_IN`]): the snapshot's thread then also rebuilds the state
+    /// from the snapshot, and the actor swaps it in when the thread is done (see
+    /// [`Self::swap_in`]).
     fn snapshot(&mut self) {
         let now = self.now_ms();
         let catalog = Arc::clone(&self.shared.catalog);
-        let (keep_clicks_since, keep_conversions_since) = retention_horizons(&catalog, now);
-        let expired = self
-            .state
-            .expired_items(keep_clicks_since, keep_conversions_since);
+        let horizons = retention_horizons(&catalog, now);
+        let expired = self.state.expired_items(horizons.0, horizons.1);
         let held = self.state.click_count() + self.state.conversions.len();
         let newly_expired = expired.saturating_sub(self.expired_kept);
-        if newly_expired > 0 && newly_expired * COMPACT_WHEN_EXPIRED_ONE_IN >= held {
-            blocking(|| self.compact(&catalog, now));
-            self.expired_kept = self
-                .state
-                .expired_items(keep_clicks_since, keep_conversions_since);
-        }
+        let compact = newly_expired > 0 && newly_expired * COMPACT_WHEN_EXPIRED_ONE_IN >= held;
         let frozen = self.state.freeze();
+        // Until a compaction is swapped in (which sets the snapshot's count).
         self.items_at_last_snapshot = self.state.items_held();
         let lsn = self.wal.next_lsn();
         // The records it covers are synced here; it is built and written on its own thread.
@@ -1123,14 +1287,33 @@ impl ShardActor {
                         conversions: frozen.conversions.len() - snap.conversions.len(),
                         impressions: frozen.impressions.len() - snap.impressions.len(),
                     };
-                    (codec::encode_shard_snapshot(&snap), left_out)
+                    // Done with it: its shares of the live state's chunks go now, not
+                    // after the rebuild below (the actor copies a chunk it writes to
+                    // while one is shared).
+                    drop(frozen);
+                    let data = codec::encode_shard_snapshot(&snap);
+                    snapshot_writer::Built {
+                        data,
+                        left_out,
+                        compacted: compact.then(|| ShardState::from_snapshot(snap)),
+                    }
                 },
             )?)
         });
         // Either way the next one is an interval away: the log itself is still fine.
         self.records_since_snapshot = 0;
         match started_writer {
-            Ok(writer) => self.snapshot_writer = Some(writer),
+            Ok(writer) => {
+                self.snapshot_writer = Some(writer);
+                if compact {
+                    self.compaction = Some(Compaction {
+                        now_ms: now,
+                        horizons,
+                        bytes: Vec::new(),
+                        records: Vec::new(),
+                    });
+                }
+            }
             Err(e) => {
                 tracing::warn!(shard = self.settings.index, error = %e, "snapshot failed");
             }
@@ -1138,26 +1321,5 @@ impl ShardActor {
         // Forget merchant references past the dedupe window.
         let horizon = now.saturating_sub(MERCHANT_REF_WINDOW_MS);
         self.shared.merchant_refs.retain(|_, (_, t)| *t >= horizon);
-    }
-
-    /// Rebuilds the state without what is past its retention, so memory shrinks: the
-    /// state's stores only grow otherwise.
-    fn compact(&mut self, catalog: &Catalog, now: u64) {
-        let started = std::time::Instant::now();
-        let (clicks, conversions, impressions) = (
-            self.state.click_count(),
-            self.state.conversions.len(),
-            self.state.impression_entries(),
-        );
-        let snap = self.state.freeze().to_snapshot(retention(catalog, now));
-        self.state = ShardState::from_snapshot(snap);
-        tracing::info!(
-            shard = self.settings.index,
-            dropped_clicks = clicks - self.state.click_count(),
-            dropped_conversions = conversions - self.state.conversions.len(),
-            pruned_impressions = impressions - self.state.impression_entries(),
-            took_ms = started.elapsed().as_millis(),
-            "state compacted"
-        );
     }
 }

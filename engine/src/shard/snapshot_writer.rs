@@ -6,7 +6,13 @@
 //! freezes its state (see [`super::frozen`]) and hands it to this thread, which does the
 //! rest while the actor goes on; at a later batch (or at shutdown) the actor tells the log
 //! that the snapshot is durable, and the log then deletes the older snapshot and segments.
+//!
+//! When the actor asks for a compaction, the thread also rebuilds a state from the
+//! snapshot it built (see `ShardActor::reap_snapshot`): that rebuild, hundreds of
+//! milliseconds at a million clicks, held every answer of the shard when it ran on the
+//! actor.
 
+use super::state::ShardState;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,32 +34,55 @@ pub struct LeftOut {
     pub impressions: usize,
 }
 
+/// What `build` makes on the thread.
+pub struct Built {
+    /// The snapshot's file contents.
+    pub data: Vec<u8>,
+    pub left_out: LeftOut,
+    /// The state rebuilt from the snapshot, without what it left out, when the actor asked
+    /// for a compaction.
+    pub compacted: Option<ShardState>,
+}
+
+/// What the thread hands back when it is done.
+pub struct Done {
+    /// The file's fate.
+    pub written: Result<Written, wal::Error>,
+    /// The compacted state (see [`Built::compacted`]): handed back even if the file could
+    /// not be written, since shedding expired items from memory does not depend on it.
+    pub compacted: Option<ShardState>,
+}
+
 pub struct SnapshotWriter {
-    thread: Option<JoinHandle<Result<Written, wal::Error>>>,
+    thread: Option<JoinHandle<Done>>,
 }
 
 impl SnapshotWriter {
-    /// Starts the thread: `build` makes the snapshot's bytes (and says what it left out),
-    /// then `pending` writes them.
+    /// Starts the thread: `build` makes the snapshot's bytes (says what it left out, and
+    /// may rebuild a compacted state), then `pending` writes them.
     pub fn start(
         shard: usize,
         pending: wal::PendingSnapshot,
-        build: impl FnOnce() -> (Vec<u8>, LeftOut) + Send + 'static,
+        build: impl FnOnce() -> Built + Send + 'static,
     ) -> std::io::Result<Self> {
         let thread = std::thread::Builder::new()
             .name(format!("shard-snap-{shard:03}"))
             .spawn(move || {
                 let started = Instant::now();
-                let (data, left_out) = build();
+                let Built {
+                    data,
+                    left_out,
+                    compacted,
+                } = build();
                 let built = Instant::now();
-                let lsn = pending.run(&data)?;
-                Ok(Written {
+                let written = pending.run(&data).map(|lsn| Written {
                     lsn,
                     bytes: data.len(),
                     build: built - started,
                     write: built.elapsed(),
                     left_out,
-                })
+                });
+                Done { written, compacted }
             })?;
         Ok(SnapshotWriter {
             thread: Some(thread),
@@ -64,11 +93,14 @@ impl SnapshotWriter {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Waits for the file to be written and synced.
-    pub fn wait(mut self) -> Result<Written, wal::Error> {
+    /// Waits for the file to be written and synced (and the compacted state built).
+    pub fn wait(mut self) -> Done {
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(written)) => written,
-            _ => Err(std::io::Error::other("the snapshot writer thread panicked").into()),
+            Some(Ok(done)) => done,
+            _ => Done {
+                written: Err(std::io::Error::other("the snapshot writer thread panicked").into()),
+                compacted: None,
+            },
         }
     }
 }
