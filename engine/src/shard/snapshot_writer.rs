@@ -17,7 +17,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What the thread did: the snapshot's LSN and size, how long building and encoding it
-/// took and how long writing it, and what it left out.
+/// (and rebuilding a compacted state, if asked) took and how long writing it, and what it
+/// left out.
 pub struct Written {
     pub lsn: wal::Lsn,
     pub bytes: usize,
