@@ -28,7 +28,7 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use group::GroupCommit;
-pub use writer::{PendingSnapshot, PendingSync};
+pub use writer::{PendingSnapshot, PendingSync, Trim};
 
 /// Log sequence number: every appended record gets the next one, starting at 1.
 pub type Lsn = u64;
@@ -255,8 +255,9 @@ impl Wal {
     }
 
     /// After a [`PendingSnapshot`] ran successfully: keeps the two newest snapshots and
-    /// deletes what neither needs, as [`Wal::write_snapshot`] does.
-    pub fn finish_snapshot(&mut self, lsn: Lsn) -> Result<(), Error> {
+    /// returns what neither needs as a [`Trim`], to delete on any thread (as
+    /// [`Wal::write_snapshot`] does at once).
+    pub fn finish_snapshot(&mut self, lsn: Lsn) -> Result<Trim, Error> {
         self.inner.finish_snapshot(lsn)
     }
 

@@ -569,7 +569,7 @@ impl Writer {
     pub(crate) fn write_snapshot(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
         self.prepare_snapshot(lsn)?;
         write_snapshot_file(&*self.storage, lsn, data)?;
-        self.finish_snapshot(lsn)
+        self.finish_snapshot(lsn)?.run()
     }
 
     pub(crate) fn begin_snapshot(&mut self, lsn: Lsn) -> Result<PendingSnapshot, Error> {
@@ -593,17 +593,20 @@ impl Writer {
         self.sync()
     }
 
-    /// After the snapshot at `lsn` is durable: keeps the two newest snapshots and drops
-    /// the segments neither needs.
-    pub(crate) fn finish_snapshot(&mut self, lsn: Lsn) -> Result<(), Error> {
+    /// After the snapshot at `lsn` is durable: keeps the two newest snapshots and forgets
+    /// the segments neither needs, returning their files (and the older snapshots') for a
+    /// [`Trim`] to delete.
+    pub(crate) fn finish_snapshot(&mut self, lsn: Lsn) -> Result<Trim, Error> {
         self.check_poisoned()?;
         if let Err(i) = self.snapshot_files.binary_search(&lsn) {
             self.snapshot_files.insert(i, lsn);
         }
         let excess = self.snapshot_files.len().saturating_sub(KEEP_SNAPSHOTS);
-        for old in self.snapshot_files.drain(..excess) {
-            remove_if_present(&*self.storage, &snapshot::snapshot_name(old))?;
-        }
+        let mut names: Vec<String> = self
+            .snapshot_files
+            .drain(..excess)
+            .map(snapshot::snapshot_name)
+            .collect();
         // Keep the segments the older kept snapshot needs, so it is a real fallback if the
         // newest is ever found damaged.
         let floor = self.snapshot_files.first().copied().unwrap_or(lsn);
@@ -612,8 +615,39 @@ impl Writer {
             .windows(2)
             .take_while(|pair| pair[1].header.base_lsn <= floor)
             .count();
-        for old in self.segments.drain(..removable) {
-            remove_if_present(&*self.storage, &old.name)?;
+        names.extend(self.segments.drain(..removable).map(|old| old.name));
+        Ok(Trim {
+            storage: Arc::clone(&self.storage),
+            names,
+        })
+    }
+}
+
+/// Files a finished snapshot made unneeded (older snapshots, segments wholly below the
+/// older kept snapshot), handed out by [`crate::Wal::finish_snapshot`] so that deleting
+/// them can run off the thread that appends: deleting a 64 MiB segment and syncing the
+/// directory took 23 ms at a million clicks, and held every answer of the shard
+/// meanwhile. The log has already forgotten them; until they are deleted they only take
+/// room (recovery reads from the newest valid snapshot and skips what it covers).
+#[must_use = "the files stay on disk until the trim runs"]
+pub struct Trim {
+    storage: Arc<dyn Storage>,
+    names: Vec<String>,
+}
+
+impl Trim {
+    /// The files it deletes.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Deletes the files (one already gone is fine) and syncs the directory.
+    pub fn run(self) -> Result<(), Error> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        for name in &self.names {
+            remove_if_present(&*self.storage, name)?;
         }
         self.storage.sync_dir()?;
         Ok(())

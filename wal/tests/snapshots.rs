@@ -129,7 +129,11 @@ fn a_snapshot_written_on_another_thread_while_appends_go_on() {
         if round == 5 {
             break;
         }
-        wal.finish_snapshot(lsn).expect("finish");
+        let trim = wal.finish_snapshot(lsn).expect("finish");
+        // Forgotten by the log, still on disk until the trim runs (here on another thread).
+        assert_eq!(files(dir.path(), "snap-").len(), taken.len().min(3));
+        let trimmer = std::thread::spawn(move || trim.run());
+        trimmer.join().expect("trim thread").expect("trim");
         assert_eq!(files(dir.path(), "snap-").len(), taken.len().min(2));
     }
     // A crash between the write and `finish_snapshot`: the new snapshot is the recovery
@@ -137,6 +141,7 @@ fn a_snapshot_written_on_another_thread_while_appends_go_on() {
     drop(wal);
     let mut wal = check(dir.path(), Some((taken[4], &5u64.to_le_bytes())), &records);
     wal.finish_snapshot(taken[4])
+        .and_then(wal::Trim::run)
         .expect("finish after reopening");
     let segments_live = files(dir.path(), "seg-").len();
     drop(wal);

@@ -377,6 +377,8 @@ pub struct ShardActor {
     snapshot_writer: Option<snapshot_writer::SnapshotWriter>,
     /// The compaction that snapshot carries, if any, and if not given up.
     compaction: Option<Compaction>,
+    /// Deletes the files the last finished snapshot replaced.
+    trimmer: Trimmer,
     settings: ShardSettings,
     pub state: ShardState,
     wal: wal::Wal,
@@ -481,6 +483,52 @@ fn drop_elsewhere(state: ShardState) {
     }
 }
 
+/// Deletes the files a finished snapshot replaced ([`wal::Trim`]) on a thread of its own:
+/// on the actor, deleting a 64 MiB segment and syncing the directory took 23 ms at a
+/// million clicks (the one slow batch left after each snapshot), holding every answer of
+/// the shard. One at a time; joined before the next starts, at shutdown and when the
+/// shard is dropped, so that no deletion runs under a log reopened on the same directory.
+#[derive(Default)]
+struct Trimmer(Option<std::thread::JoinHandle<()>>);
+
+impl Trimmer {
+    fn start(&mut self, shard: usize, trim: wal::Trim) {
+        self.join();
+        if trim.names().is_empty() {
+            return;
+        }
+        let names = trim.names().join(", ");
+        let spawned = std::thread::Builder::new()
+            .name(format!("shard-trim-{shard:03}"))
+            .spawn(move || {
+                if let Err(e) = trim.run() {
+                    tracing::warn!(shard, error = %e, "deleting files a snapshot replaced failed");
+                }
+            });
+        match spawned {
+            Ok(handle) => self.0 = Some(handle),
+            Err(e) => tracing::warn!(
+                shard,
+                error = %e,
+                files = names,
+                "no thread to delete files a snapshot replaced; they stay"
+            ),
+        }
+    }
+
+    fn join(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Trimmer {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
 fn lock(slot: &ShardSlot) -> std::sync::MutexGuard<'_, Option<ShardActor>> {
     // A panic inside a batch is caught before it can poison the lock (see `run`).
     slot.lock().unwrap_or_else(|p| p.into_inner())
@@ -521,6 +569,7 @@ impl ShardActor {
             expired_kept: 0,
             snapshot_writer: None,
             compaction: None,
+            trimmer: Trimmer::default(),
             buf: Vec::with_capacity(512),
             current: SyncJob::default(),
             wrote: false,
@@ -689,6 +738,7 @@ impl ShardActor {
         }
         if let Some(reply) = shutdown {
             self.reap_snapshot(true);
+            self.trimmer.join();
             if let Err(e) = self.wal.sync() {
                 self.poison(e.to_string());
             }
@@ -1178,9 +1228,11 @@ impl ShardActor {
             return;
         };
         let done = writer.wait();
-        let finished = done
-            .written
-            .and_then(|written| self.wal.finish_snapshot(written.lsn).map(|()| written));
+        let finished = done.written.and_then(|written| {
+            let trim = self.wal.finish_snapshot(written.lsn)?;
+            self.trimmer.start(self.settings.index, trim);
+            Ok(written)
+        });
         match finished {
             Ok(written) => tracing::info!(
                 shard = self.settings.index,
