@@ -46,6 +46,8 @@ STARTUP_WAIT_TENTHS=600
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/benches/http"
+# shellcheck source=benches/http/config.sh
+source "$BENCH_DIR/config.sh"
 OUT=${OUT:-"$BENCH_DIR/callgrind$([ "$TARGET" = clicktrail ] || echo "-$TARGET").md"}
 OUT_DIR=$(dirname "$OUT")
 
@@ -88,28 +90,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$WORK/clicktrail.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-public_url = "http://127.0.0.1:$PORT"
-
-[storage]
-data_dir = "$WORK/data"
-sync = "never"
-shards = $SHARDS
-
-[[campaigns]]
-id = 1
-name = "Bench offer"
-landing_url = "https://shop.example/?ref={click_id}&a={affiliate_id}&s={sid1}"
-revenue = 10.0
-payout = 4.0
-allow_afid_posts = true
-
-[[affiliates]]
-id = 1
-name = "Bench affiliate"
-EOF
+write_bench_config "$WORK/clicktrail.toml" "$PORT" "$WORK/data" never "$SHARDS" ""
 
 case $TARGET in
     clicktrail) SERVER_CMD=("$CLICKTRAIL_BIN" serve --config "$WORK/clicktrail.toml") ;;

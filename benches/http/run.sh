@@ -79,6 +79,8 @@ STARTUP_WAIT_TENTHS=300
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/benches/http"
+# shellcheck source=benches/http/config.sh
+source "$BENCH_DIR/config.sh"
 OUT=${OUT:-"$BENCH_DIR/results.md"}
 OUT_DIR=$(dirname "$OUT")
 export BENCH_LUA_DIR="$BENCH_DIR" WRK_THREADS
@@ -123,31 +125,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$WORK/clicktrail.toml" <<EOF
-[server]
-listen = "127.0.0.1:$CLICKTRAIL_PORT"
-public_url = "http://127.0.0.1:$CLICKTRAIL_PORT"
-
-[storage]
-data_dir = "$WORK/data"
-sync = "$SYNC"
-shards = $SHARDS
-
-[admin]
-token = "$ADMIN_TOKEN"
-
-[[campaigns]]
-id = 1
-name = "Bench offer"
-landing_url = "https://shop.example/?ref={click_id}&a={affiliate_id}&s={sid1}"
-revenue = 10.0
-payout = 4.0
-allow_afid_posts = true
-
-[[affiliates]]
-id = 1
-name = "Bench affiliate"
-EOF
+write_bench_config "$WORK/clicktrail.toml" "$CLICKTRAIL_PORT" "$WORK/data" "$SYNC" "$SHARDS" "$ADMIN_TOKEN"
 
 wait_ready() { # url
     local tries=0

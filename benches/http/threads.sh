@@ -34,6 +34,8 @@ TICKS_PER_S=$(getconf CLK_TCK)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/benches/http"
+# shellcheck source=benches/http/config.sh
+source "$BENCH_DIR/config.sh"
 export BENCH_LUA_DIR="$BENCH_DIR"
 case $ROUTE in
     click) PATH_Q="/click.track?CID=1&AFID=1&ADID=1&SID=bench" ;;
@@ -59,24 +61,7 @@ server_pin=(); wrk_pin=()
 if [ "$PIN" = 1 ]; then server_pin=(taskset -c 1); wrk_pin=(taskset -c 0); fi
 case $TARGET in
     clicktrail)
-        cat >"$WORK/clicktrail.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-public_url = "http://127.0.0.1:$PORT"
-[storage]
-data_dir = "$WORK/data"
-sync = "$SYNC"
-shards = $SHARDS
-[[campaigns]]
-id = 1
-name = "Bench offer"
-landing_url = "https://shop.example/?ref={click_id}&a={affiliate_id}&s={sid1}"
-revenue = 10.0
-payout = 4.0
-[[affiliates]]
-id = 1
-name = "Bench affiliate"
-EOF
+        write_bench_config "$WORK/clicktrail.toml" "$PORT" "$WORK/data" "$SYNC" "$SHARDS" ""
         RUST_LOG=warn "${server_pin[@]}" "$CLICKTRAIL_BIN" serve \
             --config "$WORK/clicktrail.toml" >"$WORK/server.log" 2>&1 &
         ;;

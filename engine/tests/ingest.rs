@@ -7,17 +7,10 @@ use common::*;
 use engine::*;
 
 async fn totals(e: &Engine) -> (u64, u64) {
-    let r = e
-        .report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report");
+    let t = report_totals(e).await;
     (
-        r.totals["clicks"].as_u64().unwrap_or(0),
-        r.totals["unique_clicks"].as_u64().unwrap_or(0),
+        t["clicks"].as_u64().unwrap_or(0),
+        t["unique_clicks"].as_u64().unwrap_or(0),
     )
 }
 

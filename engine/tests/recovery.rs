@@ -216,16 +216,7 @@ fn tweak(c: &mut EngineConfig) {
 }
 
 async fn check_model(h: &Harness, model: &Model) {
-    let r = h
-        .engine()
-        .report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report");
-    let t = &r.totals;
+    let t = report_totals(h.engine()).await;
     let got = (
         t["clicks"].as_u64().unwrap_or(0),
         t["conversions"].as_u64().unwrap_or(0),
@@ -322,16 +313,9 @@ async fn snapshots_drop_clicks_past_the_longest_cookie_life() {
         .expect("conversions");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].conversion_id, conv);
-    let r = e
-        .report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report");
-    assert_eq!(r.totals["clicks"].as_u64(), Some(1 + recent.len() as u64));
-    assert_eq!(r.totals["conversions"].as_u64(), Some(1));
+    let t = report_totals(e).await;
+    assert_eq!(t["clicks"].as_u64(), Some(1 + recent.len() as u64));
+    assert_eq!(t["conversions"].as_u64(), Some(1));
 }
 
 /// Below one expired item in 8, a snapshot does not compact: it leaves the expired click
@@ -431,17 +415,7 @@ async fn snapshots_drop_settled_conversions_past_retention() {
     ));
     let totals = |e: &Engine| {
         let e = e.clone();
-        async move {
-            e.report(ReportQuery {
-                from: Day(0),
-                to: Day(40_000),
-                group_by: vec![],
-            })
-            .await
-            .expect("report")
-            .totals["conversions"]
-                .as_u64()
-        }
+        async move { report_totals(&e).await["conversions"].as_u64() }
     };
     assert_eq!(totals(e).await, Some(2), "reports still count it");
     // And so after recovery from that snapshot.
@@ -529,18 +503,11 @@ async fn records_that_come_while_a_compaction_runs_are_replayed_onto_it() {
         vec![young],
         "the old conversion ({old_conversion}) left"
     );
-    let r = e
-        .report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report");
+    let t = report_totals(&e).await;
     let totals = (
-        r.totals["clicks"].as_u64(),
-        r.totals["conversions"].as_u64(),
-        r.totals["approved"].as_u64(),
+        t["clicks"].as_u64(),
+        t["conversions"].as_u64(),
+        t["approved"].as_u64(),
     );
     // The old click and every new one; the old conversion (approved) and not the
     // rejected young one.
@@ -570,17 +537,7 @@ async fn a_change_to_a_conversion_a_compaction_drops_is_refused_while_it_runs() 
         Err(AdminError::NotFound)
     ));
     clicks_until_compacted(&e, &old, 10).await;
-    let approved = |e: Engine| async move {
-        e.report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report")
-        .totals["approved"]
-            .as_u64()
-    };
+    let approved = |e: Engine| async move { report_totals(&e).await["approved"].as_u64() };
     assert_eq!(approved(e).await, Some(1), "still counted as approved");
     h.restart().await;
     assert_eq!(
@@ -617,17 +574,7 @@ async fn a_change_to_a_conversion_past_retention_is_refused_before_memory_sheds_
             .await,
         Err(AdminError::NotFound)
     ));
-    let approved = |e: Engine| async move {
-        e.report(ReportQuery {
-            from: Day(0),
-            to: Day(40_000),
-            group_by: vec![],
-        })
-        .await
-        .expect("report")
-        .totals["approved"]
-            .as_u64()
-    };
+    let approved = |e: Engine| async move { report_totals(&e).await["approved"].as_u64() };
     assert_eq!(approved(e).await, Some(1));
     h.restart().await;
     assert_eq!(

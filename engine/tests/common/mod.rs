@@ -168,3 +168,16 @@ pub async fn click_id(engine: &Engine, req: ClickRequest) -> String {
         other => panic!("click not tracked: {other:?}"),
     }
 }
+
+/// The report's totals over every day, ungrouped.
+pub async fn report_totals(engine: &Engine) -> serde_json::Value {
+    engine
+        .report(ReportQuery {
+            from: Day(0),
+            to: Day(40_000),
+            group_by: vec![],
+        })
+        .await
+        .expect("report")
+        .totals
+}

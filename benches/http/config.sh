@@ -1,0 +1,32 @@
+# Sourced by the HTTP bench scripts (run.sh, callgrind.sh, threads.sh): the one place
+# that spells clicktrail's bench configuration, so they all measure the same server.
+
+# Writes the config to FILE: a listener on 127.0.0.1:PORT, the log in DATA_DIR with the
+# given sync policy and shard count, the admin API on TOKEN (empty: off), one campaign
+# (CID 1, AFID posts allowed) and one affiliate (AFID 1).
+write_bench_config() { # FILE PORT DATA_DIR SYNC SHARDS TOKEN
+    local admin=""
+    if [ -n "$6" ]; then admin=$'\n[admin]\ntoken = "'"$6"$'"\n'; fi
+    cat >"$1" <<CONFIG
+[server]
+listen = "127.0.0.1:$2"
+public_url = "http://127.0.0.1:$2"
+
+[storage]
+data_dir = "$3"
+sync = "$4"
+shards = $5
+$admin
+[[campaigns]]
+id = 1
+name = "Bench offer"
+landing_url = "https://shop.example/?ref={click_id}&a={affiliate_id}&s={sid1}"
+revenue = 10.0
+payout = 4.0
+allow_afid_posts = true
+
+[[affiliates]]
+id = 1
+name = "Bench affiliate"
+CONFIG
+}
