@@ -368,10 +368,12 @@ impl Writer {
 
     /// [`Writer::sync`]; with `closing`, the active segment is being left for good, and
     /// when more than [`UNMAP_BEFORE_SYNC_BYTES`] of it was never handed to a sync it is
-    /// unmapped before its sync. The kernel writes a still-mapped dirty page only after write-protecting its
-    /// page-table entry and flushing the TLB of every CPU running this process, one page
-    /// at a time (an interrupt each while the preparing thread runs); unmapped, a full
-    /// segment's 16 k pages (`sync = never`) are written without that.
+    /// unmapped before its sync. The kernel writes a still-mapped dirty page only after
+    /// write-protecting its page-table entry and flushing the TLB of every CPU running
+    /// this process, one page at a time (an interrupt each while the preparing thread
+    /// runs); unmapped, a full segment's 16 k pages (`sync = never`) are written without
+    /// that. Otherwise the mapping goes on to be unmapped off this thread (see
+    /// [`Writer::activate`]).
     fn sync_active(&mut self, closing: bool) -> Result<(), Error> {
         self.check_poisoned()?;
         let mut range = self.dirty;
