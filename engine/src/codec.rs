@@ -334,7 +334,7 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Encoding into a Vec cannot fail for these plain types.
     if let Err(e) = bincode::serde::encode_into_std_write(value, out, config()) {
         debug_assert!(false, "encoding failed: {e}");
@@ -728,10 +728,6 @@ pub fn decode_control_record(kind: u8, payload: &[u8]) -> Result<ControlRecord, 
 }
 
 pub fn encode_shard_snapshot(snapshot: &ShardSnapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + snapshot.clicks.len() * CLICK_SNAP_MAX_BYTES);
-    out.push(SNAPSHOT_SHARD_V1);
-    // bincode writes a struct as its fields one after another: the clicks (nearly all of
-    // it) by hand, the rest through serde, field by field in declaration order.
     let ShardSnapshot {
         clicks,
         tails,
@@ -739,6 +735,25 @@ pub fn encode_shard_snapshot(snapshot: &ShardSnapshot) -> Vec<u8> {
         impressions,
         counters,
     } = snapshot;
+    encode_shard_snapshot_parts(clicks, tails, conversions, impressions, counters)
+}
+
+/// [`encode_shard_snapshot`] from the snapshot's fields, with the conversions by value or
+/// by reference: serde writes a `&T` as the `T`, so the bytes are the same. A snapshot's
+/// thread encodes the conversions of the frozen state it borrows this way; cloning them
+/// into a [`ShardSnapshot`] first copied every string of every conversion, the larger part
+/// of a snapshot's CPU once a shard holds hundreds of thousands of conversions.
+pub fn encode_shard_snapshot_parts<C: Serialize>(
+    clicks: &[ClickSnap],
+    tails: &[Tail],
+    conversions: &[C],
+    impressions: &[(u64, u32, u64)],
+    counters: &[(StatKeyRec, CountersRec)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + clicks.len() * CLICK_SNAP_MAX_BYTES);
+    out.push(SNAPSHOT_SHARD_V1);
+    // bincode writes a struct as its fields one after another: the clicks (nearly all of
+    // it) by hand, the rest through serde, field by field in declaration order.
     write::varint(&mut out, clicks.len() as u64);
     for c in clicks {
         write_click_snap(c, &mut out);

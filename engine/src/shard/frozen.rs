@@ -12,7 +12,10 @@
 
 use super::chunked::Chunked;
 use super::state::{ClickCore, StatKey, CHUNK_CLICKS, CHUNK_CONVERSIONS};
-use crate::codec::{ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec, Tail};
+use crate::codec::{
+    encode_shard_snapshot_parts, ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec,
+    Tail,
+};
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -26,6 +29,40 @@ pub struct Retention<KeepImpression, KeepConversion> {
     pub keep_impression: KeepImpression,
     /// Whether a conversion stays, given whether its click stays.
     pub keep_conversion: KeepConversion,
+}
+
+/// A [`ShardSnapshot`] whose conversions are borrowed from the frozen state.
+pub struct SnapshotParts<'a> {
+    pub clicks: Vec<ClickSnap>,
+    pub tails: Vec<Tail>,
+    pub conversions: Vec<&'a ConversionRec>,
+    pub impressions: Vec<(u64, u32, u64)>,
+    pub counters: Vec<(StatKeyRec, CountersRec)>,
+}
+
+impl SnapshotParts<'_> {
+    /// The snapshot's bytes, as [`encode_shard_snapshot`] gives them for
+    /// [`SnapshotParts::into_owned`].
+    pub fn encode(&self) -> Vec<u8> {
+        encode_shard_snapshot_parts(
+            &self.clicks,
+            &self.tails,
+            &self.conversions,
+            &self.impressions,
+            &self.counters,
+        )
+    }
+
+    /// The snapshot with its conversions copied out (to rebuild a state from).
+    pub fn into_owned(self) -> ShardSnapshot {
+        ShardSnapshot {
+            clicks: self.clicks,
+            tails: self.tails,
+            conversions: self.conversions.into_iter().cloned().collect(),
+            impressions: self.impressions,
+            counters: self.counters,
+        }
+    }
 }
 
 pub struct Frozen {
@@ -44,6 +81,15 @@ impl Frozen {
         &self,
         retention: Retention<impl Fn(u32, u64) -> bool, impl Fn(&ConversionRec, bool) -> bool>,
     ) -> ShardSnapshot {
+        self.snapshot_parts(retention).into_owned()
+    }
+
+    /// [`Frozen::to_snapshot`] with the conversions borrowed from this state, to encode
+    /// without copying them (see [`SnapshotParts::encode`]).
+    pub fn snapshot_parts(
+        &self,
+        retention: Retention<impl Fn(u32, u64) -> bool, impl Fn(&ConversionRec, bool) -> bool>,
+    ) -> SnapshotParts<'_> {
         let Retention {
             keep_clicks_since_ms,
             keep_impression,
@@ -118,9 +164,8 @@ impl Frozen {
                     .is_some_and(|id| converted_click_kept.get(&id) == Some(&true));
                 keep_conversion(c, click_kept)
             })
-            .cloned()
             .collect();
-        ShardSnapshot {
+        SnapshotParts {
             clicks,
             tails,
             conversions,
@@ -263,6 +308,12 @@ mod tests {
             encode_shard_snapshot(&snapshot),
             expected,
             "seed {seed}: the frozen state changed"
+        );
+        // What the snapshot thread writes: the same bytes, conversions borrowed.
+        assert_eq!(
+            frozen.snapshot_parts(retention()).encode(),
+            expected,
+            "seed {seed}: borrowed conversions encode differently"
         );
         let live = state.freeze().to_snapshot(retention());
         assert!(live.clicks.len() > snapshot.clicks.len(), "seed {seed}");

@@ -1331,21 +1331,22 @@ impl ShardActor {
                 self.settings.index,
                 pending,
                 move || {
-                    let snap = frozen.to_snapshot(retention(&catalog, now));
+                    let parts = frozen.snapshot_parts(retention(&catalog, now));
                     let left_out = snapshot_writer::LeftOut {
-                        clicks: frozen.clicks.len() - snap.clicks.len(),
-                        conversions: frozen.conversions.len() - snap.conversions.len(),
-                        impressions: frozen.impressions.len() - snap.impressions.len(),
+                        clicks: frozen.clicks.len() - parts.clicks.len(),
+                        conversions: frozen.conversions.len() - parts.conversions.len(),
+                        impressions: frozen.impressions.len() - parts.impressions.len(),
                     };
+                    let data = parts.encode();
+                    let to_compact = compact.then(|| parts.into_owned());
                     // Done with it: its shares of the live state's chunks go now, not
                     // after the rebuild below (the actor copies a chunk it writes to
                     // while one is shared).
                     drop(frozen);
-                    let data = codec::encode_shard_snapshot(&snap);
                     snapshot_writer::Built {
                         data,
                         left_out,
-                        compacted: compact.then(|| ShardState::from_snapshot(snap)),
+                        compacted: to_compact.map(ShardState::from_snapshot),
                     }
                 },
             )?)
