@@ -250,6 +250,37 @@ mod tests {
 
     /// Keeps clicks from time 1 000 on, impressions of campaigns 1 and 2, and conversions
     /// whose click is kept or that are from time 1 500 on.
+    /// A state of `records` records, one in ten a conversion (most of a click seen
+    /// before), one an impression, the rest clicks, record `i` at `i / records_per_ms`
+    /// ms; with the IDs of its clicks and conversions.
+    fn random_state(
+        rng: &mut impl Rng,
+        records: u64,
+        records_per_ms: u64,
+    ) -> (ShardState, Vec<[u8; 16]>, Vec<[u8; 16]>) {
+        let mut state = ShardState::default();
+        let (mut click_ids, mut conversion_ids) = (Vec::new(), Vec::new());
+        for i in 0..records {
+            let time_ms = i / records_per_ms;
+            let record = match rng.random_range(0..10) {
+                0 => {
+                    let click_id = (!click_ids.is_empty() && rng.random_bool(0.8))
+                        .then(|| click_ids[rng.random_range(0..click_ids.len())]);
+                    conversion(rng, time_ms, click_id)
+                }
+                1 => impression(rng, time_ms),
+                _ => click(rng, time_ms),
+            };
+            match &record {
+                ShardRecord::Click(c) => click_ids.push(c.id),
+                ShardRecord::Conversion(c) => conversion_ids.push(c.id),
+                _ => {}
+            }
+            state.apply(record);
+        }
+        (state, click_ids, conversion_ids)
+    }
+
     fn retention() -> Retention<impl Fn(u32, u64) -> bool, impl Fn(&ConversionRec, bool) -> bool> {
         Retention {
             keep_clicks_since_ms: 1_000,
@@ -266,26 +297,7 @@ mod tests {
     fn a_frozen_state_keeps_its_moment() {
         let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut state = ShardState::default();
-        let mut click_ids = Vec::new();
-        let mut conversion_ids = Vec::new();
-        for time_ms in 0..100_000u64 {
-            let record = match rng.random_range(0..10) {
-                0 => {
-                    let click_id = (!click_ids.is_empty() && rng.random_bool(0.8))
-                        .then(|| click_ids[rng.random_range(0..click_ids.len())]);
-                    conversion(&mut rng, time_ms / 33, click_id)
-                }
-                1 => impression(&mut rng, time_ms / 33),
-                _ => click(&mut rng, time_ms / 33),
-            };
-            match &record {
-                ShardRecord::Click(c) => click_ids.push(c.id),
-                ShardRecord::Conversion(c) => conversion_ids.push(c.id),
-                _ => {}
-            }
-            state.apply(record);
-        }
+        let (mut state, click_ids, conversion_ids) = random_state(&mut rng, 100_000, 33);
         let expected = encode_shard_snapshot(&state.freeze().to_snapshot(retention()));
         let frozen = state.freeze();
         for time_ms in 3_000..3_500u64 {
@@ -345,23 +357,7 @@ mod tests {
     fn a_snapshot_of_a_compacted_state_is_the_snapshot_it_was_compacted_from() {
         let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut state = ShardState::default();
-        let mut click_ids = Vec::new();
-        for time_ms in 0..20_000u64 {
-            let record = match rng.random_range(0..10) {
-                0 => {
-                    let click_id = (!click_ids.is_empty() && rng.random_bool(0.8))
-                        .then(|| click_ids[rng.random_range(0..click_ids.len())]);
-                    conversion(&mut rng, time_ms / 10, click_id)
-                }
-                1 => impression(&mut rng, time_ms / 10),
-                _ => click(&mut rng, time_ms / 10),
-            };
-            if let ShardRecord::Click(c) = &record {
-                click_ids.push(c.id);
-            }
-            state.apply(record);
-        }
+        let (state, _, _) = random_state(&mut rng, 20_000, 10);
         let snapshot = state.freeze().to_snapshot(retention());
         assert!(
             snapshot.clicks.len() < state.click_count()
