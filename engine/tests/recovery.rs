@@ -283,9 +283,7 @@ async fn snapshots_drop_clicks_past_the_longest_cookie_life() {
     let h = Harness::new(1, |c| c.storage.snapshot_every_records = 5);
     let e = h.engine();
     let old = click_id(e, click_request(1, 7, 1)).await;
-    let mut req = conversion(PixelType::S2s);
-    req.click_id = Some(old.clone());
-    let conv = e.convert(req).await.conversion_id.expect("recorded");
+    let conv = convert_click(e, &old).await;
     h.clock.advance_ms(30 * DAY_MS + 1);
     // The snapshot at record 5 finds 1 expired click in 4 and compacts: its thread
     // rebuilds the state, which the shard swaps in at the end of a batch once the thread
@@ -443,9 +441,7 @@ async fn compaction_starting() -> (Harness, String, String, Vec<String>) {
     let h = Harness::new(1, |c| c.storage.snapshot_every_records = 5);
     let e = h.engine();
     let old = click_id(e, click_request(1, 7, 1)).await;
-    let mut req = conversion(PixelType::S2s);
-    req.click_id = Some(old.clone());
-    let old_conversion = e.convert(req).await.conversion_id.expect("recorded");
+    let old_conversion = convert_click(e, &old).await;
     h.clock.advance_ms(91 * DAY_MS);
     let mut new = Vec::new();
     for v in 2..5 {
@@ -551,9 +547,7 @@ async fn a_change_to_a_conversion_past_retention_is_refused_before_memory_sheds_
     let mut h = Harness::new(1, |c| c.storage.snapshot_every_records = 20);
     let e = h.engine().clone();
     let old = click_id(&e, click_request(1, 7, 1)).await;
-    let mut req = conversion(PixelType::S2s);
-    req.click_id = Some(old.clone());
-    let old_conversion = e.convert(req).await.conversion_id.expect("recorded");
+    let old_conversion = convert_click(&e, &old).await;
     h.clock.advance_ms(91 * DAY_MS);
     // Records 3 to 20: the snapshot at 20 finds 2 expired items in 20 and does not compact.
     for v in 0..18 {
@@ -703,6 +697,13 @@ async fn compactions_with_records_in_flight_agree_with_recovery() {
     h.restart().await;
     let after = views(h.engine(), &young_clicks, &young_conversions).await;
     assert_eq!(before, after, "seed {seed}: after a restart");
+}
+
+/// Posts an s2s conversion of `click` and returns its ID.
+async fn convert_click(e: &Engine, click: &str) -> String {
+    let mut req = conversion(PixelType::S2s);
+    req.click_id = Some(click.to_string());
+    e.convert(req).await.conversion_id.expect("recorded")
 }
 
 /// The LSNs of the snapshot files under `dir`, at any depth.
