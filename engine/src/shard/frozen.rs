@@ -102,8 +102,11 @@ impl Frozen {
         let mut tail_map: Vec<Option<u32>> = vec![None; self.tails.len()];
         let mut missing_tail = None;
         let mut clicks = Vec::with_capacity(self.clicks.len());
-        // Which clicks the conversions point at are kept: filled in the same pass.
-        let mut converted_click_kept: HashMap<[u8; 16], bool> = self
+        // Which clicks the conversions point at are kept: filled in the same pass. With
+        // hashbrown's hasher, not std's SipHash: the IDs are random bits the server minted,
+        // and for 500 k conversions over 1 M clicks building and probing this map took
+        // 205-230 ms with SipHash, 55 ms without (a scratch program, three rounds).
+        let mut converted_click_kept: hashbrown::HashMap<[u8; 16], bool> = self
             .conversions
             .iter()
             .filter_map(|c| c.click_id)
