@@ -707,15 +707,12 @@ impl ShardActor {
                 self.sync_in_background();
             }
             let stats = self.wal.stats();
-            let states = self.state.delivery_states();
             let m = self.metrics();
             m.wal_bytes.set(stats.bytes_appended as f64);
             m.wal_syncs.set(stats.syncs as f64);
             m.wal_last_sync_batch_records
                 .set(stats.last_sync_batch_records as f64);
-            for (gauge, n) in m.deliveries.iter().zip(states) {
-                gauge.set(n as f64);
-            }
+            self.publish_delivery_states();
         }
         if self.current.pending.is_some() {
             let job = std::mem::take(&mut self.current);
@@ -787,6 +784,14 @@ impl ShardActor {
     fn metrics(&mut self) -> &mut ShardMetrics {
         let index = self.settings.index;
         self.metrics.get_or_insert_with(|| ShardMetrics::new(index))
+    }
+
+    /// Sets the deliveries-per-state gauges from the state.
+    fn publish_delivery_states(&mut self) {
+        let states = self.state.delivery_states();
+        for (gauge, n) in self.metrics().deliveries.iter().zip(states) {
+            gauge.set(n as f64);
+        }
     }
 
     /// Counts a conversion answer in `clicktrail_conversions_total`, through a handle
@@ -1147,15 +1152,13 @@ impl ShardActor {
     /// is older still, so is it, and it cannot have gained a pending delivery since, as
     /// only the changes refused here add one.
     fn past_retention(&self, c: &codec::ConversionRec, now_ms: u64) -> bool {
-        let catalog = &self.shared.catalog;
-        let (keep_clicks_since_ms, _) = retention_horizons(catalog, now_ms);
+        let rules = retention(&self.shared.catalog, now_ms);
         let click_kept = c
             .click_id
             .and_then(|id| self.state.find_click(&Id(id)))
             .and_then(|i| self.state.click(i))
-            .is_some_and(|click| click.time_ms >= keep_clicks_since_ms);
-        let keep = retention(catalog, now_ms).keep_conversion;
-        !keep(c, click_kept)
+            .is_some_and(|click| click.time_ms >= rules.keep_clicks_since_ms);
+        !(rules.keep_conversion)(c, click_kept)
     }
 
     fn click_view(&self, id: &Id) -> Option<ClickView> {
@@ -1289,10 +1292,7 @@ impl ShardActor {
         drop_elsewhere(old);
         self.items_at_last_snapshot = items_at_snapshot;
         self.expired_kept = expired_kept;
-        let states = self.state.delivery_states();
-        for (gauge, n) in self.metrics().deliveries.iter().zip(states) {
-            gauge.set(n as f64);
-        }
+        self.publish_delivery_states();
         tracing::info!(
             shard = self.settings.index,
             dropped_clicks = clicks.saturating_sub(self.state.click_count()),
