@@ -190,12 +190,12 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 /// Such files are written by background threads while the log's owner commits small
 /// groups, and a group's sync waits behind whatever the disk was handed before it. A C
 /// probe on this machine's virtio disk (an fdatasync of 5 KB appended through a mapping
-/// every 0.5 ms, beside a 115 MB file written like a snapshot): written at once and
-/// synced at the end, the probe's slowest sync took 61-76 ms (four runs; ~0.15 ms
-/// typical); written in 1 MiB steps, each synced before the next (1 ms apart), 3.6 ms,
-/// and the whole write took no longer (234 against 384 ms). On a disk with a volatile
-/// cache each step's sync also flushes that cache, so a group's flush never carries more
-/// than a step of bulk data.
+/// every 0.5 ms, beside a 115 MB file written like a snapshot), three alternated runs:
+/// written at once and synced at the end, the probe's slowest sync took 57-72 ms (~0.13
+/// ms typical) and the write 303-337 ms; written in 1 MiB steps, each synced before the
+/// next, 4.5 / 12 / 40 ms (the disk's own noise reaches such figures too) and 105-114 ms.
+/// On a disk with a volatile cache each step's sync also flushes that cache, so a
+/// group's flush never carries more than a step of bulk data.
 const BULK_SYNC_EVERY_BYTES: u64 = 1 << 20;
 
 /// Writes a file front to back, syncing its data at every [`BULK_SYNC_EVERY_BYTES`]
