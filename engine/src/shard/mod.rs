@@ -17,6 +17,7 @@
 //! click's CPU). As a task, a command is a wake-up on the same worker; only the syncs
 //! leave it, one per group.
 
+mod background;
 pub mod chunked;
 mod convert;
 mod frozen;
@@ -475,9 +476,7 @@ fn apply_clicks(state: &mut ShardState, group: &mut Vec<codec::ClickRecRef<'_>>)
 /// thread only frees memory (no file, no lock), so it may outlive the shard; should it
 /// fail to start, the state is dropped here after all.
 fn drop_elsewhere(state: ShardState) {
-    let spawned = std::thread::Builder::new()
-        .name("shard-drop".into())
-        .spawn(move || drop(state));
+    let spawned = background::spawn("shard-drop".into(), move || drop(state));
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "no thread to drop a replaced state on");
     }
@@ -498,13 +497,11 @@ impl Trimmer {
             return;
         }
         let names = trim.names().join(", ");
-        let spawned = std::thread::Builder::new()
-            .name(format!("shard-trim-{shard:03}"))
-            .spawn(move || {
-                if let Err(e) = trim.run() {
-                    tracing::warn!(shard, error = %e, "deleting files a snapshot replaced failed");
-                }
-            });
+        let spawned = background::spawn(format!("shard-trim-{shard:03}"), move || {
+            if let Err(e) = trim.run() {
+                tracing::warn!(shard, error = %e, "deleting files a snapshot replaced failed");
+            }
+        });
         match spawned {
             Ok(handle) => self.0 = Some(handle),
             Err(e) => tracing::warn!(

@@ -66,25 +66,23 @@ impl SnapshotWriter {
         pending: wal::PendingSnapshot,
         build: impl FnOnce() -> Built + Send + 'static,
     ) -> std::io::Result<Self> {
-        let thread = std::thread::Builder::new()
-            .name(format!("shard-snap-{shard:03}"))
-            .spawn(move || {
-                let started = Instant::now();
-                let Built {
-                    data,
-                    left_out,
-                    compacted,
-                } = build();
-                let built = Instant::now();
-                let written = pending.run(&data).map(|lsn| Written {
-                    lsn,
-                    bytes: data.len(),
-                    build: built - started,
-                    write: built.elapsed(),
-                    left_out,
-                });
-                Done { written, compacted }
-            })?;
+        let thread = super::background::spawn(format!("shard-snap-{shard:03}"), move || {
+            let started = Instant::now();
+            let Built {
+                data,
+                left_out,
+                compacted,
+            } = build();
+            let built = Instant::now();
+            let written = pending.run(&data).map(|lsn| Written {
+                lsn,
+                bytes: data.len(),
+                build: built - started,
+                write: built.elapsed(),
+                left_out,
+            });
+            Done { written, compacted }
+        })?;
         Ok(SnapshotWriter {
             thread: Some(thread),
         })

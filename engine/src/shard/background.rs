@@ -1,0 +1,34 @@
+//! The threads a shard does its slow housekeeping on, off the actor: writing a snapshot,
+//! deleting the files it replaced, freeing a replaced state.
+//!
+//! They run at the lowest priority a thread can have without a special scheduling
+//! policy, so that the threads that answer requests (the HTTP workers, the actor and its
+//! syncer) preempt them whenever they wake. At equal priority a thread woken by its sync
+//! could wait out a housekeeping thread's time slice when they shared a CPU: a C probe
+//! syncing every 0.5 ms on a CPU shared with a busy loop saw a p99 of 0.8-1.9 ms against
+//! 0.14-0.17 ms with the loop at niceness 19 (two runs each, this machine).
+
+use std::io;
+use std::thread::JoinHandle;
+
+/// Niceness of housekeeping threads: the lowest priority.
+const NICEST: i32 = 19;
+
+/// Runs `work` on a new thread named `name`, at the lowest priority.
+pub(super) fn spawn<T: Send + 'static>(
+    name: String,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        lower_priority();
+        work()
+    })
+}
+
+/// Best effort: a thread that keeps its priority only competes more for the CPU.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICEST) {
+        tracing::debug!(error = %e, "a housekeeping thread keeps its priority");
+    }
+}
