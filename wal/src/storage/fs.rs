@@ -198,6 +198,16 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 /// group's flush never carries more than a step of bulk data.
 const BULK_SYNC_EVERY_BYTES: u64 = 1 << 20;
 
+/// Bytes a removal frees at a time.
+///
+/// On a file system mounted with `discard` (as this machine's ext4 is), the blocks of a
+/// deleted file are discarded on the disk when the journal commits, and a group commit's
+/// sync waits behind them: deleting a 115 MB file and committing took the slowest sync
+/// of a C probe beside it (an fdatasync every 0.5 ms) to 24-27 ms, three runs out of
+/// three; shortening the file 8 MiB at a time, each step synced, then deleting it, to 7
+/// / 7 / 22 ms (alternated runs; the disk's own noise reaches such figures too).
+const REMOVE_STEP_BYTES: u64 = 8 << 20;
+
 /// Writes a file front to back, syncing its data at every [`BULK_SYNC_EVERY_BYTES`]
 /// boundary of the file, so that no more than that is ever queued for the disk at once.
 struct BulkWriter<'a> {
@@ -316,9 +326,36 @@ impl Storage for FsStorage {
         Ok(Box::new(self.map(name, size_bytes, Populate::Read)?))
     }
 
+    /// A file over [`REMOVE_STEP_BYTES`] is first renamed to a `.tmp` name (garbage that
+    /// opening the log deletes, should a crash come before the end), then shortened a
+    /// step at a time, each step synced, and only then unlinked (see
+    /// [`REMOVE_STEP_BYTES`]).
     fn remove(&self, name: &str) -> io::Result<()> {
         self.check_writable()?;
-        std::fs::remove_file(self.dir.join(name))
+        let path = self.dir.join(name);
+        let file = OpenOptions::new().write(true).open(&path)?;
+        let mut len_bytes = file.metadata()?.len();
+        if len_bytes <= REMOVE_STEP_BYTES {
+            return std::fs::remove_file(path);
+        }
+        let path = if name.ends_with(".tmp") {
+            path
+        } else {
+            let garbage = self.dir.join(format!("{name}.tmp"));
+            std::fs::rename(&path, &garbage)?;
+            // Durable before the file shrinks: a crash must never leave a shortened file
+            // under a log file's name.
+            self.sync_dir()?;
+            garbage
+        };
+        // Only files no longer mapped are removed (segments and snapshots the log has
+        // forgotten, leftovers of a crash), so shortening one cannot fault a mapping.
+        while len_bytes > REMOVE_STEP_BYTES {
+            len_bytes -= REMOVE_STEP_BYTES;
+            file.set_len(len_bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::remove_file(path)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
