@@ -459,6 +459,7 @@ impl Engine {
                 shard::ShardSettings {
                     index: i,
                     snapshot_every_records: storage.snapshot_every_records.max(1),
+                    compaction_catch_up_records: storage.compaction_catch_up_records.max(1),
                 },
                 state,
                 wal,

@@ -587,9 +587,24 @@ async fn one_approved_across_a_restart(h: &mut Harness) {
 /// in on the running shard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compactions_with_records_in_flight_agree_with_recovery() {
+    compactions_agree_with_recovery(StorageConfig::default().compaction_catch_up_records).await;
+}
+
+/// The same, with the rebuilt state catching up one record per batch beyond those the
+/// batch kept: every swap follows a catch-up over several batches, with records and
+/// refused changes coming in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactions_catching_up_over_many_batches_agree_with_recovery() {
+    compactions_agree_with_recovery(1).await;
+}
+
+async fn compactions_agree_with_recovery(catch_up_records: usize) {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut h = Harness::new(1, |c| c.storage.snapshot_every_records = 10);
+    let mut h = Harness::new(1, |c| {
+        c.storage.snapshot_every_records = 10;
+        c.storage.compaction_catch_up_records = catch_up_records;
+    });
     let e = h.engine().clone();
     // (ID, time) of every click and conversion recorded.
     let mut clicks: Vec<(String, u64)> = Vec::new();
