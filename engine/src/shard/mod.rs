@@ -1391,8 +1391,8 @@ impl ShardActor {
     ///
     /// The live state sheds those only when they are worth a compaction (see
     /// [`COMPACT_WHEN_EXPIRED_ONE_IN`]): the snapshot's thread then also rebuilds the state
-    /// from the snapshot, and the actor swaps it in once it has replayed what came meanwhile (see
-    /// [`Self::catch_up`]).
+    /// from the snapshot, and the actor swaps it in once it has replayed onto it what came
+    /// meanwhile (see [`Self::catch_up`]).
     fn snapshot(&mut self) {
         let now = self.now_ms();
         let catalog = Arc::clone(&self.shared.catalog);
