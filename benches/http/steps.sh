@@ -5,8 +5,8 @@
 # over consecutive steps of clicks, where its state grows past the points at which a
 # snapshot is built (a shard snapshots at 1 M records, then 2 M, 4 M, ...) and its log
 # moves to a new segment. Per step it prints wrk's latency (average, standard deviation,
-# maximum), the clicks stored so far, the server's heap (RssAnon) and its data
-# directory's size, then the snapshots the server logged (records, bytes, build and
+# maximum), the clicks stored so far, the server's heap (RssAnon) and peak resident memory
+# so far (VmHWM, which counts the mapped log segments too), its data directory's size, then the snapshots the server logged (records, bytes, build and
 # write times). A step whose maximum latency stands out holds a stall.
 #
 # A fresh server (fresh data directory, one shard) pinned to CPU 1, wrk on CPU 0, one
@@ -52,8 +52,8 @@ SERVER_PID=$!
 for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
 kill -0 "$SERVER_PID" || { tail "$WORK/server.log" >&2; exit 1; }
 
-echo "| step | avg latency | stdev | max | clicks so far | heap (RssAnon) | data dir |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "| step | avg latency | stdev | max | clicks so far | heap (RssAnon) | peak RSS (VmHWM) | data dir |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 clicks=0
 for step in $(seq "$STEPS"); do
     out=$(timeout $((STEP_S + WRK_GRACE_S)) taskset -c 0 wrk -t1 -c64 -d"${STEP_S}s" \
@@ -61,7 +61,8 @@ for step in $(seq "$STEPS"); do
     clicks=$((clicks + $(awk '/requests in/{print $1}' <<<"$out")))
     read -r avg stdev max < <(awk '/^ +Latency/{print $2, $3, $4}' <<<"$out")
     heap_kib=$(awk '/RssAnon/{print $2}' "/proc/$SERVER_PID/status")
-    echo "| $step | $avg | $stdev | $max | $clicks | $((heap_kib / 1024)) MiB | $(du -sm "$WORK/data" | cut -f1) MB |"
+    peak_kib=$(awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status")
+    echo "| $step | $avg | $stdev | $max | $clicks | $((heap_kib / 1024)) MiB | $((peak_kib / 1024)) MiB | $(du -sm "$WORK/data" | cut -f1) MB |"
 done
 echo
 echo "Snapshots:"

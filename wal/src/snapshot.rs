@@ -4,6 +4,9 @@
 //! and the data) followed by the data. Written atomically by `Storage::create` (temp file,
 //! sync, rename, directory sync), so a snapshot that fails its checksum was damaged at rest.
 
+use std::io;
+
+use crate::storage::FileSink;
 use crate::{Lsn, Snapshot};
 
 const MAGIC: [u8; 8] = *b"CTWALSNP";
@@ -30,22 +33,73 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<Lsn> {
 
 /// Checksum of a snapshot file: the header with its CRC field left out, then the data.
 fn checksum(header: &[u8], data: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&header[0..12]);
-    let crc = crc32c::crc32c_append(crc, &header[16..HEADER_BYTES]);
-    crc32c::crc32c_append(crc, data)
+    combined_checksum(header, crc32c::crc32c(data), data.len() as u64)
 }
 
-/// The header of a snapshot file whose data is `data`; the file is the header, then the
-/// data. Layout: magic (8), version (4), CRC (4), LSN (8), data length (8).
-pub(crate) fn header(lsn: Lsn, data: &[u8]) -> [u8; HEADER_BYTES] {
+/// [`checksum`] from the data's own CRC32C and length, as a streamed file has them.
+fn combined_checksum(header: &[u8], data_crc: u32, data_len: u64) -> u32 {
+    let crc = crc32c::crc32c(&header[0..12]);
+    let crc = crc32c::crc32c_append(crc, &header[16..HEADER_BYTES]);
+    // A snapshot is far below `usize::MAX` on any target that holds it in memory.
+    crc32c::crc32c_combine(
+        crc,
+        data_crc,
+        usize::try_from(data_len).unwrap_or(usize::MAX),
+    )
+}
+
+/// The header of a snapshot file whose data is `data_len` bytes with CRC32C `data_crc`;
+/// the file is the header, then the data. Layout: magic (8), version (4), CRC (4), LSN
+/// (8), data length (8).
+fn header(lsn: Lsn, data_len: u64, data_crc: u32) -> [u8; HEADER_BYTES] {
     let mut header = [0u8; HEADER_BYTES];
     header[0..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&lsn.to_le_bytes());
-    header[24..32].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    let crc = checksum(&header, data);
+    header[24..32].copy_from_slice(&data_len.to_le_bytes());
+    let crc = combined_checksum(&header, data_crc, data_len);
     header[12..16].copy_from_slice(&crc.to_le_bytes());
     header
+}
+
+/// Writes a snapshot file into `sink`: room for the header, the data as `write_data`
+/// produces it (checksummed on the way), then the header. Returns the data's length.
+pub(crate) fn write_streamed(
+    sink: &mut dyn FileSink,
+    lsn: Lsn,
+    write_data: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> io::Result<u64> {
+    sink.write_all(&[0; HEADER_BYTES])?;
+    let mut data = Checksummed {
+        sink: &mut *sink,
+        crc: 0,
+        len_bytes: 0,
+    };
+    write_data(&mut data)?;
+    let (crc, len_bytes) = (data.crc, data.len_bytes);
+    sink.write_at(0, &header(lsn, len_bytes, crc))?;
+    Ok(len_bytes)
+}
+
+/// Passes bytes on to a sink, keeping their CRC32C and length.
+struct Checksummed<'a> {
+    sink: &'a mut dyn FileSink,
+    crc: u32,
+    len_bytes: u64,
+}
+
+impl io::Write for Checksummed<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.sink.write(bytes)?;
+        let written = &bytes[..n];
+        self.crc = crc32c::crc32c_append(self.crc, written);
+        self.len_bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
 }
 
 /// Decodes and verifies a snapshot file whose name says `lsn`.

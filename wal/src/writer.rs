@@ -591,7 +591,7 @@ impl Writer {
 
     pub(crate) fn write_snapshot(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
         self.prepare_snapshot(lsn)?;
-        write_snapshot_file(&*self.storage, lsn, data)?;
+        write_snapshot_file(&*self.storage, lsn, |out| out.write_all(data))?;
         self.finish_snapshot(lsn)?.run()
     }
 
@@ -697,18 +697,40 @@ impl PendingSnapshot {
     /// Then give its LSN to [`crate::Wal::finish_snapshot`]; until then the snapshot is a
     /// valid recovery point, but older snapshots and segments are kept.
     pub fn run(self, data: &[u8]) -> Result<Lsn, Error> {
-        write_snapshot_file(&*self.storage, self.lsn, data)?;
-        Ok(self.lsn)
+        self.run_streamed(|out| out.write_all(data))
+            .map(|(lsn, _)| lsn)
+    }
+
+    /// [`PendingSnapshot::run`] with the data written into the file as `write` produces
+    /// it, so that a state need not be encoded whole in memory first (as large as the
+    /// snapshot). Returns the snapshot's LSN and its data's length in bytes.
+    pub fn run_streamed(
+        self,
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> Result<(Lsn, u64), Error> {
+        let len_bytes = write_snapshot_file(&*self.storage, self.lsn, write)?;
+        Ok((self.lsn, len_bytes))
     }
 }
 
-/// Writes the snapshot file of `lsn` (framed and checksummed) and syncs it.
-fn write_snapshot_file(storage: &dyn Storage, lsn: Lsn, data: &[u8]) -> Result<(), Error> {
+/// Writes the snapshot file of `lsn` (framed and checksummed) with the data `write`
+/// produces, and syncs it. Returns the data's length.
+fn write_snapshot_file(
+    storage: &dyn Storage,
+    lsn: Lsn,
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<u64, Error> {
     let name = snapshot::snapshot_name(lsn);
-    let header = snapshot::header(lsn, data);
-    let size_bytes = (header.len() + data.len()) as u64;
-    storage.create(&name, size_bytes, &[&header, data])?;
-    Ok(())
+    let mut write = Some(write);
+    let mut len_bytes = 0;
+    storage.create_streamed(&name, &mut |sink| {
+        let write = write
+            .take()
+            .ok_or_else(|| io::Error::other("a snapshot file is written once"))?;
+        len_bytes = snapshot::write_streamed(sink, lsn, write)?;
+        Ok(())
+    })?;
+    Ok(len_bytes)
 }
 
 /// Creates the file of a prepared segment starting with its header `page`; with
@@ -723,7 +745,7 @@ fn create_segment(
     if prefault {
         prepared.file = Some(storage.create_prefaulted(name, size_bytes, page)?);
     } else {
-        storage.create(name, size_bytes, &[page])?;
+        storage.create(name, size_bytes, page)?;
     }
     Ok(())
 }

@@ -305,3 +305,35 @@ fn large_files_are_removed_in_steps() {
     );
     assert!(recovered.records.is_empty());
 }
+
+/// `PendingSnapshot::run_streamed` takes the data in pieces as an encoder writes them
+/// (here 7 bytes at a time, over several 1 MiB steps): the file is byte for byte the one
+/// `run` writes from the whole data, and recovery returns the data.
+#[test]
+fn a_snapshot_streamed_in_small_writes_is_the_file_run_writes() {
+    let data: Vec<u8> = (0..(2u32 << 20) + 77)
+        .map(|b| (b.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let mut files_written = Vec::new();
+    for streamed in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
+        let mut records = Vec::new();
+        append_n(&mut wal, &mut records, 30);
+        let lsn = wal.next_lsn();
+        let pending = wal.begin_snapshot(lsn).expect("begin");
+        if streamed {
+            let (written_lsn, len_bytes) = pending
+                .run_streamed(|out| data.chunks(7).try_for_each(|piece| out.write_all(piece)))
+                .expect("run_streamed");
+            assert_eq!((written_lsn, len_bytes), (lsn, data.len() as u64));
+        } else {
+            assert_eq!(pending.run(&data).expect("run"), lsn);
+        }
+        let name = files(dir.path(), "snap-").pop().expect("a snapshot file");
+        files_written.push(std::fs::read(dir.path().join(name)).expect("read"));
+        drop(wal);
+        check(dir.path(), Some((lsn, &data)), &records);
+    }
+    assert!(files_written[0] == files_written[1], "the two files differ");
+}

@@ -13,7 +13,7 @@
 use super::chunked::Chunked;
 use super::state::{ClickCore, StatKey, CHUNK_CLICKS, CHUNK_CONVERSIONS};
 use crate::codec::{
-    encode_shard_snapshot_parts, ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec,
+    write_shard_snapshot_parts, ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec,
     Tail,
 };
 use std::collections::HashMap;
@@ -41,10 +41,12 @@ pub struct SnapshotParts<'a> {
 }
 
 impl SnapshotParts<'_> {
-    /// The snapshot's bytes, as [`encode_shard_snapshot`] gives them for
-    /// [`SnapshotParts::into_owned`].
-    pub fn encode(&self) -> Vec<u8> {
-        encode_shard_snapshot_parts(
+    /// The snapshot's bytes, as [`crate::codec::encode_shard_snapshot`] gives them for
+    /// [`SnapshotParts::into_owned`], into a writer a chunk at a time (see
+    /// [`write_shard_snapshot_parts`]).
+    pub fn encode_into(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        write_shard_snapshot_parts(
+            out,
             &self.clicks,
             &self.tails,
             &self.conversions,
@@ -325,9 +327,13 @@ mod tests {
             "seed {seed}: the frozen state changed"
         );
         // What the snapshot thread writes: the same bytes, conversions borrowed.
+        let mut streamed = Vec::new();
+        frozen
+            .snapshot_parts(retention())
+            .encode_into(&mut streamed)
+            .expect("encode into a Vec");
         assert_eq!(
-            frozen.snapshot_parts(retention()).encode(),
-            expected,
+            streamed, expected,
             "seed {seed}: borrowed conversions encode differently"
         );
         let live = state.freeze().to_snapshot(retention());

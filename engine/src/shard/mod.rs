@@ -1410,22 +1410,33 @@ impl ShardActor {
             Ok(snapshot_writer::SnapshotWriter::start(
                 self.settings.index,
                 pending,
-                move || {
+                move |pending: wal::PendingSnapshot| {
+                    let started = std::time::Instant::now();
                     let parts = frozen.snapshot_parts(retention(&catalog, now));
                     let left_out = snapshot_writer::LeftOut {
                         clicks: frozen.clicks.len() - parts.clicks.len(),
                         conversions: frozen.conversions.len() - parts.conversions.len(),
                         impressions: frozen.impressions.len() - parts.impressions.len(),
                     };
-                    let data = parts.encode();
+                    let built = std::time::Instant::now();
+                    // Encoded straight into the file, never whole in memory.
+                    let written =
+                        pending
+                            .run_streamed(|out| parts.encode_into(out))
+                            .map(|(lsn, bytes)| snapshot_writer::Written {
+                                lsn,
+                                bytes,
+                                build: built - started,
+                                write: built.elapsed(),
+                                left_out,
+                            });
                     let to_compact = compact.then(|| parts.into_owned());
                     // Done with it: its shares of the live state's chunks go now, not
                     // after the rebuild below (the actor copies a chunk it writes to
                     // while one is shared).
                     drop(frozen);
-                    snapshot_writer::Built {
-                        data,
-                        left_out,
+                    snapshot_writer::Done {
+                        written,
                         compacted: to_compact.map(ShardState::from_snapshot),
                     }
                 },

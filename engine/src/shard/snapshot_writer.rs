@@ -14,14 +14,13 @@
 
 use super::state::ShardState;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// What the thread did: the snapshot's LSN and size, how long building and encoding it
-/// (and rebuilding a compacted state, if asked) took and how long writing it, and what it
-/// left out.
+/// What the thread did: the snapshot's LSN and size, how long building its parts from the
+/// frozen state took and how long encoding and writing them, and what it left out.
 pub struct Written {
     pub lsn: wal::Lsn,
-    pub bytes: usize,
+    pub bytes: u64,
     pub build: Duration,
     pub write: Duration,
     pub left_out: LeftOut,
@@ -35,22 +34,13 @@ pub struct LeftOut {
     pub impressions: usize,
 }
 
-/// What `build` makes on the thread.
-pub struct Built {
-    /// The snapshot's file contents.
-    pub data: Vec<u8>,
-    pub left_out: LeftOut,
-    /// The state rebuilt from the snapshot, without what it left out, when the actor asked
-    /// for a compaction.
-    pub compacted: Option<ShardState>,
-}
-
 /// What the thread hands back when it is done.
 pub struct Done {
     /// The file's fate.
     pub written: Result<Written, wal::Error>,
-    /// The compacted state (see [`Built::compacted`]): handed back even if the file could
-    /// not be written, since shedding expired items from memory does not depend on it.
+    /// The state rebuilt from the snapshot, without what it left out, when the actor asked
+    /// for a compaction: handed back even if the file could not be written, since shedding
+    /// expired items from memory does not depend on it.
     pub compacted: Option<ShardState>,
 }
 
@@ -59,30 +49,15 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts the thread: `build` makes the snapshot's bytes (says what it left out, and
-    /// may rebuild a compacted state), then `pending` writes them.
+    /// Starts the thread, which runs `job`: it writes the snapshot through `pending` (and
+    /// may rebuild a compacted state).
     pub fn start(
         shard: usize,
         pending: wal::PendingSnapshot,
-        build: impl FnOnce() -> Built + Send + 'static,
+        job: impl FnOnce(wal::PendingSnapshot) -> Done + Send + 'static,
     ) -> std::io::Result<Self> {
-        let thread = super::background::spawn(format!("shard-snap-{shard:03}"), move || {
-            let started = Instant::now();
-            let Built {
-                data,
-                left_out,
-                compacted,
-            } = build();
-            let built = Instant::now();
-            let written = pending.run(&data).map(|lsn| Written {
-                lsn,
-                bytes: data.len(),
-                build: built - started,
-                write: built.elapsed(),
-                left_out,
-            });
-            Done { written, compacted }
-        })?;
+        let thread =
+            super::background::spawn(format!("shard-snap-{shard:03}"), move || job(pending))?;
         Ok(SnapshotWriter {
             thread: Some(thread),
         })

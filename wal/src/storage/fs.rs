@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::{out_of_range, FileBytes, MappedFile, Storage};
+use super::{out_of_range, FileBytes, FileSink, MappedFile, Storage};
 
 /// Name of the lock file that keeps two processes from writing one log.
 const LOCK_FILE: &str = "LOCK";
@@ -73,14 +73,33 @@ impl FsStorage {
         })
     }
 
-    /// Creates a segment or snapshot file durably (see [`Storage::create`]); `zero_fill`
-    /// writes real zeros after `head` (see [`write_zeros`]).
+    /// Creates a segment file durably (see [`Storage::create`]); `zero_fill` writes real
+    /// zeros after `head` (see [`write_zeros`]).
     fn create_file(
         &self,
         name: &str,
         size_bytes: u64,
-        head: &[&[u8]],
+        head: &[u8],
         zero_fill: bool,
+    ) -> io::Result<()> {
+        self.create_via_tmp(name, |file| {
+            let size_bytes = size_bytes.max(head.len() as u64).max(1);
+            allocate(file, size_bytes)?;
+            let mut writer = BulkWriter::new(file);
+            writer.write(head)?;
+            if zero_fill {
+                write_zeros(&mut writer, size_bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fills a temporary file with `fill`, syncs it, renames it to `name` and syncs the
+    /// directory; on failure the temporary file goes.
+    fn create_via_tmp(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&File) -> io::Result<()>,
     ) -> io::Result<()> {
         self.check_writable()?;
         let tmp = self.dir.join(format!("{name}.tmp"));
@@ -91,16 +110,7 @@ impl FsStorage {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let head_bytes: u64 = head.iter().map(|part| part.len() as u64).sum();
-            let size_bytes = size_bytes.max(head_bytes).max(1);
-            allocate(&file, size_bytes)?;
-            let mut writer = BulkWriter::new(&file);
-            for part in head {
-                writer.write(part)?;
-            }
-            if zero_fill {
-                write_zeros(&mut writer, size_bytes)?;
-            }
+            fill(&file)?;
             file.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(name))?;
             self.sync_dir()
@@ -237,6 +247,46 @@ impl<'a> BulkWriter<'a> {
     }
 }
 
+/// A [`FileSink`] for [`Storage::create_streamed`]: gathers small writes (an encoder's
+/// fields) into steps of [`BULK_SYNC_EVERY_BYTES`] for the [`BulkWriter`].
+struct BulkSink<'a> {
+    writer: BulkWriter<'a>,
+    buffer: Vec<u8>,
+}
+
+impl io::Write for BulkSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() as u64 >= BULK_SYNC_EVERY_BYTES {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.write(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+impl FileSink for BulkSink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        io::Write::flush(self)?;
+        let end = offset.saturating_add(bytes.len() as u64);
+        if end > self.writer.at {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write_at {offset}..{end} past the {} bytes written",
+                    self.writer.at
+                ),
+            ));
+        }
+        self.writer.file.write_all_at(bytes, offset)
+    }
+}
+
 /// Writes real zeros from the writer's position up to `to`. Fallocated blocks are
 /// "unwritten" extents: the first write to each converts it, which costs a journal
 /// transaction on the page fault and makes every sync commit the journal. Writing the
@@ -304,8 +354,23 @@ impl Storage for FsStorage {
         Ok(Box::new(map))
     }
 
-    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()> {
+    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
         self.create_file(name, size_bytes, head, true)
+    }
+
+    fn create_streamed(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn FileSink) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.create_via_tmp(name, |file| {
+            let mut sink = BulkSink {
+                writer: BulkWriter::new(file),
+                buffer: Vec::with_capacity(BULK_SYNC_EVERY_BYTES as usize),
+            };
+            write(&mut sink)?;
+            io::Write::flush(&mut sink)
+        })
     }
 
     /// Allocated but not zeroed: prefaulting a page of an unwritten extent zero-fills it
@@ -317,7 +382,7 @@ impl Storage for FsStorage {
         size_bytes: u64,
         head: &[u8],
     ) -> io::Result<Box<dyn MappedFile>> {
-        self.create_file(name, size_bytes, &[head], false)?;
+        self.create_file(name, size_bytes, head, false)?;
         let segment = self.map(name, size_bytes, Populate::Write)?;
         Ok(Box::new(segment))
     }

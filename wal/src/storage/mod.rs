@@ -32,12 +32,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(Box::new(self.read(name, max_bytes)?))
     }
 
-    /// Durably creates (or replaces) `name`, `size_bytes` long, starting with the parts of
-    /// `head` one after the other and zero after them: the space is allocated for real
-    /// (never sparse), the file synced, then renamed into place and the directory synced.
-    /// Fails with `ENOSPC` when the disk is full. (Parts, so that a snapshot's header and
-    /// its data go in without first being copied into one buffer.)
-    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()>;
+    /// Durably creates (or replaces) `name`, `size_bytes` long, starting with `head` and
+    /// zero after it: the space is allocated for real (never sparse, since the file is
+    /// mapped), the file synced, then renamed into place and the directory synced. Fails
+    /// with `ENOSPC` when the disk is full.
+    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()>;
+
+    /// Durably creates (or replaces) `name` with what `write` puts into the sink it is
+    /// given, front to back, streamed to the file rather than built in memory first (a
+    /// snapshot is as large as a shard's state); synced, then renamed into place and the
+    /// directory synced, as [`Storage::create`] does. Such a file is never mapped.
+    fn create_streamed(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn FileSink) -> io::Result<()>,
+    ) -> io::Result<()>;
 
     /// Creates a segment as [`Storage::create`] does and maps it with every page already
     /// faulted in writable, so appends into it take no page faults. Its pages count as
@@ -49,7 +58,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         size_bytes: u64,
         head: &[u8],
     ) -> io::Result<Box<dyn MappedFile>> {
-        self.create(name, size_bytes, &[head])?;
+        self.create(name, size_bytes, head)?;
         self.open_mapped(name, size_bytes)
     }
 
@@ -71,6 +80,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn prepare_in_background(&self) -> bool {
         true
     }
+}
+
+/// Where [`Storage::create_streamed`] writes a file: appended front to back.
+pub trait FileSink: io::Write {
+    /// Overwrites bytes already appended, at `offset` (a header known only at the end).
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// A file open for in-place writes (a shared writable mapping in production).

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::{Rng, SeedableRng};
 
-use super::{out_of_range, MappedFile, RangeSync, Storage};
+use super::{out_of_range, FileSink, MappedFile, RangeSync, Storage};
 
 /// Granularity of dirty tracking and of loss at a crash: an OS page.
 const PAGE_BYTES: usize = 4096;
@@ -234,16 +234,15 @@ impl Storage for SimDisk {
         Ok(cache[..len].to_vec())
     }
 
-    fn create(&self, name: &str, size_bytes: u64, head: &[&[u8]]) -> io::Result<()> {
+    fn create(&self, name: &str, size_bytes: u64, head: &[u8]) -> io::Result<()> {
         let mut state = self.lock();
         state.allocate()?;
         state.sync()?;
-        let head = head.concat();
         let len = usize::try_from(size_bytes)
             .unwrap_or(usize::MAX)
             .max(head.len());
         let mut bytes = vec![0u8; len];
-        bytes[..head.len()].copy_from_slice(&head);
+        bytes[..head.len()].copy_from_slice(head);
         state.next_inode += 1;
         let inode = state.next_inode;
         state.files.insert(
@@ -260,6 +259,18 @@ impl Storage for SimDisk {
             .push(DirOp::Link(name.to_string(), inode));
         drop(state);
         self.sync_dir()
+    }
+
+    /// Built in memory, then created as [`Storage::create`] creates a file (with the same
+    /// faults).
+    fn create_streamed(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn FileSink) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut sink = VecSink(Vec::new());
+        write(&mut sink)?;
+        self.create(name, sink.0.len() as u64, &sink.0)
     }
 
     fn open_mapped(&self, name: &str, size_bytes: u64) -> io::Result<Box<dyn MappedFile>> {
@@ -368,5 +379,33 @@ impl RangeSync for SimMapped {
             file.dirty_pages.remove(&page);
         }
         Ok(())
+    }
+}
+
+/// A [`FileSink`] into memory.
+struct VecSink(Vec<u8>);
+
+impl io::Write for VecSink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FileSink for VecSink {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let file_len = self.0.len();
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.0.get_mut(at..at.saturating_add(bytes.len())) {
+            Some(range) => {
+                range.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(out_of_range(at, bytes.len(), file_len)),
+        }
     }
 }
