@@ -10,7 +10,8 @@
 //! - `memory_per_conversion` (in a child process of its own, a fresh heap): `CONVERSIONS`
 //!   clicks (default 200 k), then one server-to-server conversion by click ID of each, and
 //!   the growth of anonymous resident memory over the conversions, per conversion: the
-//!   conversion store with its strings, audit trail and indexes.
+//!   conversion store with its strings, audit trail and indexes. Allocations per
+//!   conversion request, HTTP included: `ROUTES=s2s benches/http/callgrind.sh`.
 //! - criterion group `engine`: click ingest on one shard through the async API
 //!   (`click_ingest_one_shard`) and handed over in batches (`click_ingest_one_shard_batched`,
 //!   the shard's own apply path; target 1 M clicks/s), conversions by click ID
