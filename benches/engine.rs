@@ -7,6 +7,11 @@
 //!   file-backed and not counted) and the engine's own accounting of its click store and
 //!   indexes (`Engine::click_memory`), each per click. Target: at most 128 B per click at
 //!   10 M clicks, every index included.
+//! - `memory_per_conversion` (in a child process of its own, a fresh heap): `CONVERSIONS`
+//!   clicks (default 200 k), then one server-to-server conversion by click ID of each, and
+//!   the growth of anonymous resident memory over the conversions, per conversion: the
+//!   conversion store with its strings, audit trail and indexes. Allocations per
+//!   conversion request, HTTP included: `ROUTES=s2s benches/http/callgrind.sh`.
 //! - criterion group `engine`: click ingest on one shard through the async API
 //!   (`click_ingest_one_shard`) and handed over in batches (`click_ingest_one_shard_batched`,
 //!   the shard's own apply path; target 1 M clicks/s), conversions by click ID
@@ -19,10 +24,11 @@
 //! Commands:
 //! - everything: `cargo bench --bench engine`
 //! - one part: `cargo bench --bench engine -- click_ingest` (a criterion filter, matched
-//!   as a substring of `group/name`; the memory step runs only without a filter or with one
-//!   its name `memory_per_click` contains, e.g. `-- memory`; fixtures of parts left out are
-//!   not built)
-//! - memory at 10 M clicks: `CLICKS=10000000 cargo bench --bench engine -- memory`
+//!   as a substring of `group/name`; a memory step runs only without a filter or with one
+//!   its name contains, e.g. `-- memory` for both; fixtures of parts left out are not
+//!   built)
+//! - memory at 10 M clicks: `CLICKS=10000000 cargo bench --bench engine -- memory_per_click`
+//! - memory per conversion: `cargo bench --bench engine -- memory_per_conversion`
 //! - ingest without periodic snapshots (what they cost):
 //!   `SNAPSHOT_EVERY_RECORDS=18446744073709551615 cargo bench --bench engine -- click_ingest`
 //! - profile the batched ingest: build with `cargo bench --bench engine --no-run`, then
@@ -46,6 +52,9 @@ const MEMORY_CONCURRENCY: usize = 512;
 const BATCH: u64 = 1024;
 /// Clicks the memory step ingests unless `CLICKS` says otherwise (the 1 M figure).
 const MEMORY_CLICKS: u64 = 1_000_000;
+/// Conversions the conversion memory step records unless `CONVERSIONS` says otherwise
+/// (one click each; about 1 KB per click and conversion, so ~200 MB at this count).
+const MEMORY_CONVERSIONS: u64 = 200_000;
 /// Clicks of the recovery log (all replayed on reopen).
 const RECOVERY_RECORDS: u64 = 200_000;
 /// Distinct clicks the conversion benches convert against.
@@ -271,6 +280,86 @@ fn memory_per_click(clicks: u64) {
     });
 }
 
+/// Resident memory per stored conversion: `conversions` clicks on one shard (as in
+/// [`memory_per_click`], one visitor each), then one server-to-server conversion by click
+/// ID per click, the common case (attributed, campaign money, no delivery); the growth of
+/// anonymous RSS over the conversions alone is divided by the conversions recorded. Runs in
+/// its own process (see [`MEMORY_CONVERSION_CHILD`]) so memory freed by the click step is
+/// not reused here, which would understate the growth.
+fn memory_per_conversion(conversions: u64) {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), 1);
+    config.storage.snapshot_every_records = u64::MAX;
+    runtime.block_on(async move {
+        let engine = Engine::open(config, Arc::new(SystemClock)).expect("engine");
+        let mut ids = Vec::with_capacity(conversions as usize);
+        for i in 0..conversions {
+            if let Ok(ClickOutcome::Tracked { click_id, .. }) = engine.click(click(i)).await {
+                ids.push(click_id);
+            }
+        }
+        // The click IDs stay alive until after the last reading: freed, their memory
+        // would be reused by the conversions and hide part of their growth.
+        let ids = Arc::new(ids);
+        let recorded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let before = rss_anon_bytes();
+        let (writer, counter, targets) = (engine.clone(), Arc::clone(&recorded), Arc::clone(&ids));
+        let elapsed = drive(targets.len() as u64, MEMORY_CONCURRENCY, move |i| {
+            let engine = writer.clone();
+            let recorded = Arc::clone(&counter);
+            let mut req = conversion(PixelType::S2s, "sale".into());
+            req.click_id = Some(targets[i as usize].clone());
+            async move {
+                if engine.convert(req).await.status == OutcomeStatus::Approved {
+                    recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+        let after = rss_anon_bytes();
+        let recorded = recorded.load(std::sync::atomic::Ordering::Relaxed);
+        println!("memory_per_conversion");
+        println!(
+            "  conversions recorded: {recorded} of {} in {:.1} s ({:.0} conversions/s)",
+            ids.len(),
+            elapsed.as_secs_f64(),
+            recorded as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "  anonymous RSS growth over the clicks: {} bytes = {:.1} bytes/conversion",
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 / recorded.max(1) as f64
+        );
+        assert_eq!(
+            recorded,
+            ids.len() as u64,
+            "every click converts once, approved"
+        );
+        engine.shutdown().await;
+    });
+}
+
+/// Set (to the conversion count) in the environment of the child process the conversion
+/// memory step runs in: the child runs that step alone, in a fresh heap.
+const MEMORY_CONVERSION_CHILD: &str = "CLICKTRAIL_BENCH_MEMORY_CONVERSIONS";
+
+/// Runs [`memory_per_conversion`] in a child process (this binary again), its output
+/// passed through.
+fn memory_per_conversion_in_child(conversions: u64, smoke: bool) {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let mut child = std::process::Command::new(exe);
+    child.env(MEMORY_CONVERSION_CHILD, conversions.to_string());
+    if !smoke {
+        child.arg("--bench");
+    }
+    let status = child.status().expect("the memory step's process starts");
+    assert!(
+        status.success(),
+        "the conversion memory step failed: {status}"
+    );
+}
+
 /// The criterion benches; `smoke` shrinks their fixtures and `wants` says whether a bench
 /// ID passes the filter (fixtures nobody measures are not built).
 fn benches(c: &mut Criterion, smoke: bool, wants: impl Fn(&str) -> bool) {
@@ -438,6 +527,13 @@ const CRITERION_BENCHES: [&str; 5] = [
 ];
 
 fn main() {
+    if let Some(conversions) = std::env::var(MEMORY_CONVERSION_CHILD)
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        memory_per_conversion(conversions);
+        return;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; any other run (`cargo test --benches`) is a smoke run.
     let smoke = !args.iter().any(|a| a == "--bench");
@@ -452,6 +548,17 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(if smoke { SMOKE_CLICKS } else { MEMORY_CLICKS });
         memory_per_click(clicks);
+    }
+    if wants("memory_per_conversion") {
+        let conversions = std::env::var("CONVERSIONS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if smoke {
+                SMOKE_CLICKS
+            } else {
+                MEMORY_CONVERSIONS
+            });
+        memory_per_conversion_in_child(conversions, smoke);
     }
     if !CRITERION_BENCHES.iter().any(|id| wants(id)) {
         return;

@@ -13,6 +13,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io;
 use std::net::IpAddr;
 
+mod text;
+pub use text::{phrase, AuditLine, ShortText};
+
 /// WAL kind of a shard record ([`ShardRecord`], format 1).
 pub const KIND_SHARD_V1: u8 = 1;
 /// WAL kind of a control-log record ([`ControlRecord`], format 1).
@@ -135,6 +138,10 @@ pub struct DeliveryRec {
 }
 
 /// A conversion as recorded, duplicates and unattributed ones included.
+///
+/// Every shard keeps all of its conversions in memory as these, so the text fields are
+/// compact ([`ShortText`], [`AuditLine`]) and the lists that never grow are boxed slices
+/// (no spare capacity); each serializes exactly as the `String` or `Vec` it replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConversionRec {
     pub id: [u8; 16],
@@ -143,23 +150,26 @@ pub struct ConversionRec {
     pub campaign_id: u32,
     pub affiliate_id: u32,
     pub creative_id: Option<u32>,
-    pub sub_ids: Vec<String>,
-    pub extras: Vec<(String, String)>,
-    pub event: String,
-    pub merchant_ref: Option<String>,
+    pub sub_ids: Box<[String]>,
+    pub extras: Box<[(String, String)]>,
+    pub event: ShortText,
+    pub merchant_ref: Option<ShortText>,
     pub status: ConversionStatus,
     pub payout_micros: i64,
     pub revenue_micros: i64,
-    pub currency: String,
+    pub currency: ShortText,
     pub matched_by: MatchedBy,
     pub pixel_type: PixelType,
     /// Not a duplicate and attributed: counts in reports (when not rejected).
     pub counted: bool,
     /// For duplicates: the original conversion.
     pub duplicate_of: Option<[u8; 16]>,
-    pub audit: Vec<String>,
+    /// Grows only on a status change (rare), so a boxed slice: no spare capacity.
+    pub audit: Box<[AuditLine]>,
     pub deliveries: Vec<DeliveryRec>,
 }
+// Held in memory for every conversion of a shard (264 bytes with `String`s and `Vec`s).
+const _: () = assert!(std::mem::size_of::<ConversionRec>() <= 240);
 
 /// One record of a shard's log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -545,7 +555,10 @@ fn write_conversion(c: &ConversionRec, out: &mut Vec<u8>) {
     write::variant(out, c.pixel_type as u32);
     out.push(u8::from(c.counted));
     write::opt_id(out, c.duplicate_of.as_ref());
-    write::strs(out, &c.audit);
+    write::varint(out, c.audit.len() as u64);
+    for line in &c.audit {
+        line.with_text(|s| write::str(out, s));
+    }
     if c.deliveries.is_empty() {
         write::varint(out, 0);
     } else {
@@ -984,24 +997,100 @@ mod tests {
         }
     }
 
-    /// The hand-written conversion encoder writes exactly serde's bytes, for random
-    /// conversions: every integer width (negative money too), every status, match, pixel
-    /// type, present and absent options, with and without deliveries.
+    /// [`ConversionRec`] as it was declared before its text became compact (`String`s and
+    /// `Vec`s): the format of every conversion already in a log or a snapshot.
+    #[derive(Serialize)]
+    struct StringConversionRec {
+        id: [u8; 16],
+        time_ms: u64,
+        click_id: Option<[u8; 16]>,
+        campaign_id: u32,
+        affiliate_id: u32,
+        creative_id: Option<u32>,
+        sub_ids: Vec<String>,
+        extras: Vec<(String, String)>,
+        event: String,
+        merchant_ref: Option<String>,
+        status: ConversionStatus,
+        payout_micros: i64,
+        revenue_micros: i64,
+        currency: String,
+        matched_by: MatchedBy,
+        pixel_type: PixelType,
+        counted: bool,
+        duplicate_of: Option<[u8; 16]>,
+        audit: Vec<String>,
+        deliveries: Vec<DeliveryRec>,
+    }
+
+    /// The same record with the compact types, every text converted as the shard does.
+    fn compact(c: &StringConversionRec) -> ConversionRec {
+        ConversionRec {
+            id: c.id,
+            time_ms: c.time_ms,
+            click_id: c.click_id,
+            campaign_id: c.campaign_id,
+            affiliate_id: c.affiliate_id,
+            creative_id: c.creative_id,
+            sub_ids: c.sub_ids.clone().into_boxed_slice(),
+            extras: c.extras.clone().into_boxed_slice(),
+            event: ShortText::from(c.event.as_str()),
+            merchant_ref: c.merchant_ref.as_deref().map(ShortText::from),
+            status: c.status,
+            payout_micros: c.payout_micros,
+            revenue_micros: c.revenue_micros,
+            currency: ShortText::from(c.currency.clone()),
+            matched_by: c.matched_by,
+            pixel_type: c.pixel_type,
+            counted: c.counted,
+            duplicate_of: c.duplicate_of,
+            audit: c
+                .audit
+                .iter()
+                .map(|l| AuditLine::from(l.as_str()))
+                .collect(),
+            deliveries: c.deliveries.clone(),
+        }
+    }
+
+    const MATCHES: [MatchedBy; 5] = [
+        MatchedBy::ClickId,
+        MatchedBy::Cookie,
+        MatchedBy::IpBackup,
+        MatchedBy::Afid,
+        MatchedBy::Unattributed,
+    ];
+
+    /// An audit line as conversions hold them: a fixed phrase, a match line, a near miss of
+    /// either (stored as text), or any text.
+    fn audit_text(rng: &mut rand::rngs::StdRng, any: String) -> String {
+        let id = crate::ids::Id(rng.random());
+        let rule = MATCHES[rng.random_range(0..MATCHES.len())].as_str();
+        match rng.random_range(0..6) {
+            0 => phrase::ALL[rng.random_range(0..phrase::ALL.len())].to_string(),
+            1 => format!("matched by {rule} to click {id}"),
+            2 => format!("matched by {rule} to click {id} "),
+            3 => format!("matched by {rule}x to click {id}"),
+            4 => format!("{} ", phrase::ALL[rng.random_range(0..phrase::ALL.len())]),
+            _ => any,
+        }
+    }
+
+    /// Conversions encode byte for byte as they did with `String` and `Vec` fields (so
+    /// every log and snapshot written before still reads, and old readers read new ones),
+    /// through the hand-written encoder (the log) and serde (snapshots) alike, and decode
+    /// back to the same record; for random conversions: every integer width (negative
+    /// money too), every status, match and pixel type, present and absent options, texts
+    /// on both sides of the inline limit, fixed audit phrases, match lines and near misses
+    /// of both, with and without deliveries.
     #[test]
-    fn conversion_encoder_agrees_with_serde() {
+    fn conversion_encodes_as_with_string_fields() {
         let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let statuses = [
             ConversionStatus::Approved,
             ConversionStatus::Pending,
             ConversionStatus::Rejected,
-        ];
-        let matches = [
-            MatchedBy::ClickId,
-            MatchedBy::Cookie,
-            MatchedBy::IpBackup,
-            MatchedBy::Afid,
-            MatchedBy::Unattributed,
         ];
         let pixels = [
             PixelType::Img,
@@ -1018,11 +1107,15 @@ mod tests {
                 int(u64::from(u32::MAX)) as u32,
             );
             let (payout, revenue) = (int(u64::MAX) as i64, int(u64::MAX) as i64);
+            // Lengths in bytes around the inline limit of `ShortText` (22), in ASCII and
+            // in two-byte characters.
             let text = |rng: &mut rand::rngs::StdRng| -> String {
-                let len = [0usize, 1, 7, 300][rng.random_range(0..4)];
-                (0..len)
-                    .map(|i| if i % 5 == 0 { 'é' } else { 'x' })
-                    .collect()
+                let len = [0usize, 1, 3, 7, 21, 22, 23, 300][rng.random_range(0..8)];
+                if rng.random_bool(0.5) {
+                    "x".repeat(len)
+                } else {
+                    "é".repeat(len / 2 + 1)
+                }
             };
             let texts = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<String> {
                 (0..rng.random_range(0..n)).map(|_| text(rng)).collect()
@@ -1043,7 +1136,7 @@ mod tests {
                     created_ms: time_ms,
                 })
                 .collect();
-            let rec = ConversionRec {
+            let old = StringConversionRec {
                 id: rng.random(),
                 time_ms,
                 click_id: rng.random_bool(0.5).then(|| rng.random()),
@@ -1068,15 +1161,69 @@ mod tests {
                     revenue.wrapping_neg()
                 },
                 currency: text(&mut rng),
-                matched_by: matches[rng.random_range(0..matches.len())],
+                matched_by: MATCHES[rng.random_range(0..MATCHES.len())],
                 pixel_type: pixels[rng.random_range(0..pixels.len())],
                 counted: rng.random_bool(0.5),
                 duplicate_of: rng.random_bool(0.5).then(|| rng.random()),
-                audit: texts(&mut rng, 4),
+                audit: (0..rng.random_range(0..5))
+                    .map(|_| {
+                        let any = text(&mut rng);
+                        audit_text(&mut rng, any)
+                    })
+                    .collect(),
                 deliveries,
             };
+            let rec = compact(&old);
+            let mut old_bytes = vec![CONVERSION_VARIANT_BYTE];
+            encode(&old, &mut old_bytes);
+            let mut serde_bytes = vec![CONVERSION_VARIANT_BYTE];
+            encode(&rec, &mut serde_bytes);
+            assert_eq!(serde_bytes, old_bytes, "seed {seed}: serde, {rec:?}");
             check_encodes_as_serde(&ShardRecord::Conversion(rec), seed);
         }
+    }
+
+    /// Audit lines keep their text whatever their form, and the shard's fixed phrases and
+    /// match lines (live, or read back from a log) are stored without a heap block.
+    #[test]
+    fn audit_lines_keep_their_text() {
+        let click = crate::ids::Id([7; 16]);
+        let matched = format!("matched by cookie to click {click}");
+        let cases: [(&str, bool); 7] = [
+            (phrase::REVENUE_FROM_CAMPAIGN, true),
+            (phrase::CURRENCY_IGNORED, true),
+            (&matched, true),
+            ("revenue fixed by the campaign.", false),
+            (&matched[..matched.len() - 1], false),
+            ("matched by cookie to click ", false),
+            ("", false),
+        ];
+        for (text, compact) in cases {
+            let line = AuditLine::from(text);
+            assert_eq!(line.to_string(), text);
+            assert_eq!(
+                !matches!(line, AuditLine::Text(_)),
+                compact,
+                "{text:?} is stored as {line:?}"
+            );
+            let mut bytes = Vec::new();
+            encode(&line, &mut bytes);
+            let mut as_string = Vec::new();
+            encode(text, &mut as_string);
+            assert_eq!(bytes, as_string, "{text:?}");
+            let read: AuditLine = decode(&bytes, "audit line").expect("decodes");
+            assert_eq!(read, line);
+            assert_eq!(
+                std::mem::discriminant(&read),
+                std::mem::discriminant(&line),
+                "{text:?} read back"
+            );
+        }
+        let live = AuditLine::Matched {
+            by: MatchedBy::Cookie,
+            click: click.0,
+        };
+        assert_eq!(live.to_string(), matched);
     }
 
     /// A record's hand-written encoding is serde's, byte for byte, and decodes back to it.

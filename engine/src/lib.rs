@@ -429,7 +429,7 @@ impl Engine {
             for c in &state.conversions {
                 if let (Some(r), None) = (&c.merchant_ref, c.duplicate_of) {
                     if c.time_ms >= horizon {
-                        merchant_refs.insert((c.campaign_id, r.clone()), (Id(c.id), c.time_ms));
+                        merchant_refs.insert((c.campaign_id, r.to_string()), (Id(c.id), c.time_ms));
                     }
                 }
             }

@@ -1112,3 +1112,133 @@ async fn custom_unique_window_and_extras_not_propagated() {
     h.clock.advance_ms(HOUR_MS);
     assert!(unique_of(e.click(req).await.expect("click")));
 }
+
+/// The audit trail of a conversion, line for line as `GET /clicks/{id}` shows it: the
+/// texts are stored compactly (fixed phrases, the match line rebuilt from the click ID),
+/// so they must read exactly as written, live, after a status change and after a restart
+/// (replayed from the log). `{click}` in an expected line stands for the click's ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trails_read_the_same_live_and_after_a_restart() {
+    let mut h = Harness::new(2, |c| {
+        c.campaigns[1].allow_custom_params = true;
+    });
+    type Tweak = fn(&mut ConversionRequest);
+    let cases: [(&str, u32, Tweak, &[&str]); 4] = [
+        (
+            "campaign money",
+            1,
+            |_| {},
+            &[
+                "matched by click_id to click {click}",
+                "revenue fixed by the campaign",
+                "payout fixed by the campaign",
+            ],
+        ),
+        (
+            "overrides refused",
+            1,
+            |r| {
+                r.payout_override = Some(1.0);
+                r.revenue_override = Some(2.0);
+                r.currency_override = Some("eur".into());
+            },
+            &[
+                "matched by click_id to click {click}",
+                "mp ignored: the campaign does not allow custom parameters",
+                "revenue fixed by the campaign",
+                "AP ignored: the campaign does not allow custom parameters",
+                "payout fixed by the campaign",
+                "Currency ignored: the campaign does not allow custom parameters",
+            ],
+        ),
+        (
+            "overrides taken",
+            2,
+            |r| {
+                r.payout_override = Some(1.0);
+                r.revenue_override = Some(2.0);
+                r.currency_override = Some("eur".into());
+            },
+            &[
+                "matched by click_id to click {click}",
+                "revenue from the mp override",
+                "payout from the AP override",
+                "currency from the Currency override",
+            ],
+        ),
+        (
+            "a long event and merchant reference",
+            1,
+            |r| {
+                r.event = "an-event-name-longer-than-twenty-two-bytes".into();
+                r.merchant_ref = Some("order-0123456789-0123456789".into());
+            },
+            &[
+                "matched by click_id to click {click}",
+                "revenue fixed by the campaign",
+                "payout fixed by the campaign",
+            ],
+        ),
+    ];
+    let mut clicks = Vec::new();
+    let mut want = Vec::new();
+    for (i, (name, cid, tweak, lines)) in cases.iter().enumerate() {
+        let click = click_id(h.engine(), click_request(*cid, 7, i as u8)).await;
+        let mut req = conversion(PixelType::S2s);
+        req.click_id = Some(click.clone());
+        tweak(&mut req);
+        let out = h.engine().convert(req).await;
+        assert_eq!(out.status, OutcomeStatus::Approved, "{name}: {out:?}");
+        let mut lines: Vec<String> = lines.iter().map(|l| l.replace("{click}", &click)).collect();
+        if i == 0 {
+            // A status change appends its own line.
+            let id = out.conversion_id.expect("recorded");
+            let view = h
+                .engine()
+                .set_conversion_status(&id, ConversionStatus::Rejected)
+                .await
+                .expect("status changed");
+            let last = view.audit.last().expect("a line");
+            assert!(
+                last.ends_with("status changed from approved to rejected by an admin"),
+                "{name}: {last:?}"
+            );
+            lines.push(last.clone());
+        }
+        clicks.push(click);
+        want.push((name, lines));
+    }
+    let views = |e: &Engine| {
+        let (e, clicks) = (e.clone(), clicks.clone());
+        async move {
+            let mut out = Vec::new();
+            for click in &clicks {
+                let view = e.click_view(click).await.expect("click view");
+                out.push(view.conversions[0].clone());
+            }
+            out
+        }
+    };
+    let live = views(h.engine()).await;
+    for ((name, lines), view) in want.iter().zip(&live) {
+        assert_eq!(&view.audit, lines, "{name}: live");
+    }
+    assert_eq!(
+        (live[3].event.as_str(), live[3].merchant_ref.as_deref()),
+        (
+            "an-event-name-longer-than-twenty-two-bytes",
+            Some("order-0123456789-0123456789")
+        )
+    );
+    assert_eq!(live[2].currency, "EUR");
+    h.restart().await;
+    let replayed = views(h.engine()).await;
+    for ((name, lines), view) in want.iter().zip(&replayed) {
+        assert_eq!(&view.audit, lines, "{name}: after a restart");
+    }
+    assert_eq!(
+        serde_json::to_value(&live).expect("json"),
+        serde_json::to_value(&replayed).expect("json"),
+        "every field after a restart"
+    );
+}

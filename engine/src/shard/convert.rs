@@ -8,10 +8,14 @@
 
 use super::{ShardActor, MERCHANT_REF_WINDOW_MS};
 use crate::api::{ConversionOutcome, ConversionRequest, OutcomeStatus, PixelType, MAX_EXTRAS};
-use crate::codec::{ConversionRec, MatchedBy, ShardRecord};
+use crate::codec::{phrase, AuditLine, ConversionRec, MatchedBy, ShardRecord, ShortText};
 use crate::config::{Campaign, ConversionStatus};
 use crate::ids::Id;
 use std::sync::Arc;
+
+/// Audit lines of a conversion matched to a click at the campaign's money: the match, the
+/// revenue and the payout.
+const TYPICAL_AUDIT_LINES: usize = 3;
 
 /// A validated conversion request.
 #[derive(Debug)]
@@ -103,7 +107,9 @@ impl ShardActor {
         let now = self.now_ms();
         let req = &input.req;
         let cid = req.source.campaign_id;
-        let mut audit = Vec::new();
+        // Most conversions get exactly these many lines (the match, revenue, payout), so
+        // the audit is boxed without a reallocation.
+        let mut audit: Vec<AuditLine> = Vec::with_capacity(TYPICAL_AUDIT_LINES);
         let (matched_by, click_idx) =
             match &how {
                 How::ClickId(id) => match self.state.find_click(id) {
@@ -147,11 +153,11 @@ impl ShardActor {
                     }
                 }
                 How::Afid(notes) => {
-                    audit.extend(notes.iter().cloned());
+                    audit.extend(notes.iter().map(|n| AuditLine::from(n.as_str())));
                     (MatchedBy::Afid, None)
                 }
                 How::Unattributed(notes) => {
-                    audit.extend(notes.iter().cloned());
+                    audit.extend(notes.iter().map(|n| AuditLine::from(n.as_str())));
                     (MatchedBy::Unattributed, None)
                 }
             };
@@ -202,11 +208,10 @@ impl ShardActor {
                 sub_ids: subs.to_vec(),
                 extras: extras.to_vec(),
             });
-            audit.push(format!(
-                "matched by {} to click {}",
-                matched_by.as_str(),
-                c.id
-            ));
+            audit.push(AuditLine::Matched {
+                by: matched_by,
+                click: c.id.0,
+            });
             campaign = Some(camp);
         } else {
             campaign = self.shared.catalog.campaign(cid);
@@ -229,10 +234,10 @@ impl ShardActor {
                 }
                 Some(_) => {}
             }
-            audit.push(format!(
+            audit.push(AuditLine::from(format!(
                 "AFID post for affiliate {}",
                 req.source.affiliate_id
-            ));
+            )));
         }
         if let Some(camp) = &campaign {
             if let Err((status, reason)) = authorize(camp, req) {
@@ -301,40 +306,35 @@ impl ShardActor {
             matched_by,
             MatchedBy::ClickId | MatchedBy::Cookie | MatchedBy::IpBackup | MatchedBy::Afid
         );
-        let (mut payout, mut revenue, mut currency) = (0i64, 0i64, String::from("USD"));
+        let (mut payout, mut revenue, mut currency) = (0i64, 0i64, ShortText::from("USD"));
         if let Some(camp) = &campaign {
-            currency = camp.currency.clone();
+            currency = ShortText::from(camp.currency.as_str());
             let custom = camp.allow_custom_params;
-            let ignored = |name: &str, audit: &mut Vec<String>| {
-                audit.push(format!(
-                    "{name} ignored: the campaign does not allow custom parameters"
-                ))
-            };
             revenue = crate::money::to_micros(camp.revenue).unwrap_or(0);
             match input.revenue_override_micros {
                 Some(r) if custom => {
                     revenue = r;
-                    audit.push("revenue from the mp override".into());
+                    audit.push(AuditLine::Fixed(phrase::REVENUE_FROM_OVERRIDE));
                 }
                 Some(_) => {
-                    ignored("mp", &mut audit);
-                    audit.push("revenue fixed by the campaign".into());
+                    audit.push(AuditLine::Fixed(phrase::MP_IGNORED));
+                    audit.push(AuditLine::Fixed(phrase::REVENUE_FROM_CAMPAIGN));
                 }
-                None => audit.push("revenue fixed by the campaign".into()),
+                None => audit.push(AuditLine::Fixed(phrase::REVENUE_FROM_CAMPAIGN)),
             }
             match input.payout_override_micros {
                 Some(p) if custom => {
                     payout = p;
-                    audit.push("payout from the AP override".into());
+                    audit.push(AuditLine::Fixed(phrase::PAYOUT_FROM_OVERRIDE));
                 }
                 other => {
                     if other.is_some() {
-                        ignored("AP", &mut audit);
+                        audit.push(AuditLine::Fixed(phrase::AP_IGNORED));
                     }
                     if camp.payout_percent > 0.0 {
                         let total = input.total_sales_micros.unwrap_or(0);
                         payout = crate::money::percent_of(total, camp.payout_percent);
-                        audit.push(format!(
+                        audit.push(AuditLine::from(format!(
                             "payout {}% of TotalSales {}{}",
                             camp.payout_percent,
                             crate::money::format(total),
@@ -343,29 +343,29 @@ impl ShardActor {
                             } else {
                                 ""
                             }
-                        ));
+                        )));
                     } else {
                         payout = crate::money::to_micros(camp.payout).unwrap_or(0);
-                        audit.push("payout fixed by the campaign".into());
+                        audit.push(AuditLine::Fixed(phrase::PAYOUT_FROM_CAMPAIGN));
                     }
                 }
             }
             match &req.currency_override {
                 Some(c) if custom => {
-                    currency = c.to_ascii_uppercase();
-                    audit.push("currency from the Currency override".into());
+                    currency = ShortText::from(c.to_ascii_uppercase());
+                    audit.push(AuditLine::Fixed(phrase::CURRENCY_FROM_OVERRIDE));
                 }
-                Some(_) => ignored("Currency", &mut audit),
+                Some(_) => audit.push(AuditLine::Fixed(phrase::CURRENCY_IGNORED)),
                 None => {}
             }
         }
         if !attributed {
             payout = 0;
             revenue = 0;
-            audit.push("unattributed: no payout, nothing fired".into());
+            audit.push(AuditLine::Fixed(phrase::UNATTRIBUTED));
         }
         if let Some((orig, why)) = duplicate_of {
-            audit.push(format!("{why} (original {orig})"));
+            audit.push(AuditLine::from(format!("{why} (original {orig})")));
         }
 
         let (campaign_id, affiliate_id, creative_id, sub_ids, mut extras, click_id) = match matched
@@ -402,10 +402,14 @@ impl ShardActor {
             campaign_id,
             affiliate_id,
             creative_id,
-            sub_ids,
-            extras,
-            event: input.event.clone(),
-            merchant_ref: req.merchant_ref.clone().filter(|r| !r.is_empty()),
+            sub_ids: sub_ids.into_boxed_slice(),
+            extras: extras.into_boxed_slice(),
+            event: ShortText::from(input.event.as_str()),
+            merchant_ref: req
+                .merchant_ref
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(ShortText::from),
             status,
             payout_micros: payout,
             revenue_micros: revenue,
@@ -414,11 +418,13 @@ impl ShardActor {
             pixel_type: req.pixel_type,
             counted: attributed && duplicate_of.is_none(),
             duplicate_of: duplicate_of.map(|(id, _)| id.0),
-            audit,
+            audit: audit.into_boxed_slice(),
             deliveries: Vec::new(),
         };
         rec.deliveries =
             crate::delivery::deliveries_for(&self.shared.catalog, &rec, status, 0, now);
+        // Kept for the conversion's lifetime: no spare capacity (none when it has none).
+        rec.deliveries.shrink_to_fit();
         let pixels = crate::delivery::browser_pixels(&self.shared.catalog, &rec, req.pixel_type);
 
         let outcome = match duplicate_of {
@@ -443,7 +449,7 @@ impl ShardActor {
                 click_id: rec.click_id.map(|c| Id(c).to_string()),
                 payout: Some(crate::money::to_f64(payout)),
                 revenue: Some(crate::money::to_f64(revenue)),
-                currency: Some(rec.currency.clone()),
+                currency: Some(rec.currency.to_string()),
                 browser_pixels: pixels,
             },
         };

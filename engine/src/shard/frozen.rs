@@ -224,8 +224,8 @@ mod tests {
             campaign_id: 1,
             affiliate_id: 7,
             creative_id: None,
-            sub_ids: vec!["s1".into()],
-            extras: Vec::new(),
+            sub_ids: Box::new(["s1".to_string()]),
+            extras: Box::default(),
             event: "sale".into(),
             merchant_ref: None,
             status: ConversionStatus::Approved,
@@ -236,7 +236,7 @@ mod tests {
             pixel_type: PixelType::S2s,
             counted: true,
             duplicate_of: None,
-            audit: vec!["recorded".into()],
+            audit: Box::new([crate::codec::AuditLine::from("recorded")]),
             deliveries: Vec::new(),
         })
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Clicks per chunk of the click store. Chunks of fixed capacity avoid the 2x slack of one
 /// growing vector (at 10 M clicks that slack alone would be ~280 MB) and its copies.
 pub(super) const CHUNK_CLICKS: usize = 1 << 16;
-/// Conversions per chunk of the conversion store: about 1 MiB of records (~270 bytes
+/// Conversions per chunk of the conversion store: about 1 MiB of records (240 bytes
 /// each, their strings apart); the links between a click's conversions are chunked alike.
 pub(super) const CHUNK_CONVERSIONS: usize = 1 << 12;
 /// The link of a conversion without a click: it is in no click's ring (see
@@ -674,7 +674,10 @@ impl ShardState {
         };
         let before = conversion_counters(c);
         c.status = status;
-        c.audit.push(audit);
+        // A status change is rare: the audit is boxed again one line longer.
+        let mut lines = std::mem::take(&mut c.audit).into_vec();
+        lines.push(crate::codec::AuditLine::from(audit));
+        c.audit = lines.into_boxed_slice();
         c.deliveries.extend(deliveries);
         let after = conversion_counters(c);
         let (time_ms, campaign, affiliate, creative) =
@@ -956,8 +959,8 @@ mod tests {
             campaign_id: 1,
             affiliate_id: 2,
             creative_id: None,
-            sub_ids: Vec::new(),
-            extras: Vec::new(),
+            sub_ids: Box::default(),
+            extras: Box::default(),
             event: "sale".into(),
             merchant_ref: None,
             status: ConversionStatus::Approved,
@@ -968,7 +971,7 @@ mod tests {
             pixel_type: crate::api::PixelType::S2s,
             counted: true,
             duplicate_of: None,
-            audit: Vec::new(),
+            audit: Box::default(),
             deliveries: Vec::new(),
         }
     }
