@@ -1,5 +1,5 @@
-# Sourced by the HTTP bench scripts (run.sh, callgrind.sh, threads.sh): the one place
-# that spells clicktrail's bench configuration, so they all measure the same server.
+# Sourced by the HTTP bench scripts (run.sh, callgrind.sh, threads.sh, steps.sh): the one
+# place that spells clicktrail's bench configuration, so they all measure the same server.
 
 # Writes the config to FILE: a listener on 127.0.0.1:PORT, the log in DATA_DIR with the
 # given sync policy and shard count, the admin API on TOKEN (empty: off), one campaign
@@ -29,4 +29,16 @@ allow_afid_posts = true
 id = 1
 name = "Bench affiliate"
 CONFIG
+}
+
+# Makes $WORK, a fresh directory /tmp/clicktrail-NAME.XXXXXX, and arranges that when the
+# script exits the server in $SERVER_PID (if any) is stopped and $WORK removed.
+bench_work_dir() { # NAME
+    WORK=$(mktemp -d "/tmp/clicktrail-$1.XXXXXX")
+    SERVER_PID=""
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
 }

@@ -37,13 +37,7 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 CLICKTRAIL_BIN=${CLICKTRAIL_BIN:-"$ROOT/target/release/clicktrail"}
 
-WORK=$(mktemp -d /tmp/clicktrail-steps.XXXXXX)
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work_dir steps
 
 write_bench_config "$WORK/clicktrail.toml" "$PORT" "$WORK/data" "$SYNC" 1 ""
 RUST_LOG=warn,engine::shard=info NO_COLOR=1 taskset -c 1 "$CLICKTRAIL_BIN" serve \

@@ -49,13 +49,7 @@ fi
 BASELINE_BIN="$ROOT/target/release/baseline"
 CLICKTRAIL_BIN=${CLICKTRAIL_BIN:-"$ROOT/target/release/clicktrail"}
 
-WORK=$(mktemp -d /tmp/clicktrail-threads.XXXXXX)
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work_dir threads
 
 server_pin=(); wrk_pin=()
 if [ "$PIN" = 1 ]; then server_pin=(taskset -c 1); wrk_pin=(taskset -c 0); fi

@@ -27,6 +27,20 @@ fn append_n(wal: &mut Wal, records: &mut Vec<Record>, n: usize) {
     wal.commit().expect("commit");
 }
 
+/// Appends `payloads` as records of `kind` (kept in `records`) and commits them.
+fn append_payloads(
+    wal: &mut Wal,
+    records: &mut Vec<Record>,
+    kind: u8,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+) {
+    for payload in payloads {
+        let lsn = wal.append(kind, &payload).expect("append");
+        records.push(Record { lsn, kind, payload });
+    }
+    wal.commit().expect("commit");
+}
+
 fn files(dir: &Path, prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read_dir")
@@ -224,16 +238,8 @@ fn files_written_in_steps_come_back_whole() {
     let (mut wal, _) = Wal::open(dir.path(), options.clone()).expect("open");
     // ~6 MiB of records: three segments, each prepared (and zeroed) in steps.
     let mut records = Vec::new();
-    for i in 0..100u32 {
-        let payload: Vec<u8> = (0..60_000u32).map(|b| (b ^ i) as u8).collect();
-        let lsn = wal.append(7, &payload).expect("append");
-        records.push(Record {
-            lsn,
-            kind: 7,
-            payload,
-        });
-    }
-    wal.commit().expect("commit");
+    let payloads = (0..100u32).map(|i| (0..60_000u32).map(|b| (b ^ i) as u8).collect());
+    append_payloads(&mut wal, &mut records, 7, payloads);
     drop(wal);
     let (mut wal, recovered) = Wal::open(dir.path(), options.clone()).expect("reopen");
     assert_eq!(recovered.records, records);
@@ -265,17 +271,10 @@ fn large_files_are_removed_in_steps() {
     };
     let (mut wal, _) = Wal::open(dir.path(), options.clone()).expect("open");
     let mut records = Vec::new();
+    // A MiB of records at a time, 16 of just under 64 KiB.
     let mut append_mib = |wal: &mut Wal, mib: u32| {
-        for i in 0..mib * 16 {
-            let payload = vec![i as u8; (64 << 10) - 64];
-            let lsn = wal.append(3, &payload).expect("append");
-            records.push(Record {
-                lsn,
-                kind: 3,
-                payload,
-            });
-        }
-        wal.commit().expect("commit");
+        let payloads = (0..mib * 16).map(|i| vec![i as u8; (64 << 10) - 64]);
+        append_payloads(wal, &mut records, 3, payloads);
     };
     append_mib(&mut wal, 20);
     let first = wal.next_lsn();
