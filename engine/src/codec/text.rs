@@ -111,20 +111,7 @@ impl Serialize for ShortText {
 
 impl<'de> Deserialize<'de> for ShortText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = ShortText;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<ShortText, E> {
-                Ok(ShortText::from(s))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<ShortText, E> {
-                Ok(ShortText::from(s))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        deserialize_text(deserializer)
     }
 }
 
@@ -265,19 +252,28 @@ impl Serialize for AuditLine {
 
 impl<'de> Deserialize<'de> for AuditLine {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = AuditLine;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<AuditLine, E> {
-                Ok(AuditLine::from(s))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<AuditLine, E> {
-                Ok(AuditLine::from(s))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        deserialize_text(deserializer)
     }
+}
+
+/// Deserializes serde's `str` (borrowed or owned) into a text type made from either.
+fn deserialize_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: for<'a> From<&'a str> + From<String>,
+{
+    struct Visitor<T>(std::marker::PhantomData<T>);
+    impl<T: for<'a> From<&'a str> + From<String>> de::Visitor<'_> for Visitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            Ok(T::from(s))
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<T, E> {
+            Ok(T::from(s))
+        }
+    }
+    deserializer.deserialize_str(Visitor(std::marker::PhantomData))
 }
