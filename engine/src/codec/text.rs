@@ -158,7 +158,8 @@ const MATCHED_INFIX: &str = " to click ";
 /// (`unattributed`) and a click ID's 22 characters.
 const MATCHED_MAX_BYTES: usize = 64;
 const _: () = assert!(
-    MATCHED_PREFIX.len() + "unattributed".len() + MATCHED_INFIX.len() + 22 <= MATCHED_MAX_BYTES
+    MATCHED_PREFIX.len() + "unattributed".len() + MATCHED_INFIX.len() + crate::ids::ID_CHARS
+        <= MATCHED_MAX_BYTES
 );
 
 /// One line of a conversion's audit trail, shown and serialized as its text.
