@@ -199,7 +199,7 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 ///
 /// Such files are written by background threads while the log's owner commits small
 /// groups, and a group's sync waits behind whatever the disk was handed before it. A C
-/// probe on this machine's virtio disk (an fdatasync of 5 KB appended through a mapping
+/// probe (`benches/io/sync_beside_bulk.c`) on this machine's virtio disk (an fdatasync of 5 KB appended through a mapping
 /// every 0.5 ms, beside a 115 MB file written like a snapshot), three alternated runs:
 /// written at once and synced at the end, the probe's slowest sync took 57-72 ms (~0.13
 /// ms typical) and the write 303-337 ms; written in 1 MiB steps, each synced before the
@@ -213,7 +213,7 @@ const BULK_SYNC_EVERY_BYTES: u64 = 1 << 20;
 /// On a file system mounted with `discard` (as this machine's ext4 is), the blocks of a
 /// deleted file are discarded on the disk when the journal commits, and a group commit's
 /// sync waits behind them: deleting a 115 MB file and committing took the slowest sync
-/// of a C probe beside it (an fdatasync every 0.5 ms) to 24-27 ms, three runs out of
+/// of a C probe beside it (`benches/io/sync_beside_bulk.c`) (an fdatasync every 0.5 ms) to 24-27 ms, three runs out of
 /// three; shortening the file 8 MiB at a time, each step synced, then deleting it, to 7
 /// / 7 / 22 ms (alternated runs; the disk's own noise reaches such figures too).
 const REMOVE_STEP_BYTES: u64 = 8 << 20;
