@@ -199,13 +199,14 @@ fn allocate(file: &File, size_bytes: u64) -> io::Result<()> {
 ///
 /// Such files are written by background threads while the log's owner commits small
 /// groups, and a group's sync waits behind whatever the disk was handed before it. A C
-/// probe (`benches/io/sync_beside_bulk.c`) on this machine's virtio disk (an fdatasync of 5 KB appended through a mapping
-/// every 0.5 ms, beside a 115 MB file written like a snapshot), three alternated runs:
-/// written at once and synced at the end, the probe's slowest sync took 57-72 ms (~0.13
-/// ms typical) and the write 303-337 ms; written in 1 MiB steps, each synced before the
-/// next, 4.5 / 12 / 40 ms (the disk's own noise reaches such figures too) and 105-114 ms.
-/// On a disk with a volatile cache each step's sync also flushes that cache, so a
-/// group's flush never carries more than a step of bulk data.
+/// probe (`benches/io/sync_beside_bulk.c`: an fdatasync of 5 KB appended through a mapping
+/// every 0.5 ms, beside a 115 MB file written like a snapshot) on this machine's virtio
+/// disk, three alternated runs: written at once and synced at the end, the probe's
+/// slowest sync took 57-72 ms (~0.13 ms typical) and the write 303-337 ms; written in
+/// 1 MiB steps, each synced before the next, 4.5 / 12 / 40 ms (the disk's own noise
+/// reaches such figures too) and 105-114 ms. On a disk with a volatile cache each step's
+/// sync also flushes that cache, so a group's flush never carries more than a step of
+/// bulk data.
 const BULK_SYNC_EVERY_BYTES: u64 = 1 << 20;
 
 /// Bytes a removal frees at a time.
@@ -213,9 +214,10 @@ const BULK_SYNC_EVERY_BYTES: u64 = 1 << 20;
 /// On a file system mounted with `discard` (as this machine's ext4 is), the blocks of a
 /// deleted file are discarded on the disk when the journal commits, and a group commit's
 /// sync waits behind them: deleting a 115 MB file and committing took the slowest sync
-/// of a C probe beside it (`benches/io/sync_beside_bulk.c`) (an fdatasync every 0.5 ms) to 24-27 ms, three runs out of
-/// three; shortening the file 8 MiB at a time, each step synced, then deleting it, to 7
-/// / 7 / 22 ms (alternated runs; the disk's own noise reaches such figures too).
+/// of a C probe beside it (`benches/io/sync_beside_bulk.c`, an fdatasync every 0.5 ms) to
+/// 24-27 ms, three runs out of three; shortening the file 8 MiB at a time, each step
+/// synced, then deleting it, to 7 / 7 / 22 ms (alternated runs; the disk's own noise
+/// reaches such figures too).
 const REMOVE_STEP_BYTES: u64 = 8 << 20;
 
 /// Writes a file front to back, syncing its data at every [`BULK_SYNC_EVERY_BYTES`]
