@@ -774,23 +774,21 @@ pub fn encode_shard_snapshot_parts<C: std::borrow::Borrow<ConversionRec>>(
     out
 }
 
-/// Bytes of a snapshot gathered before they go to the writer: the file's own write step
-/// (see the `wal` crate's storage), so the writer sees few, large writes.
+/// Bytes of a snapshot's clicks encoded before they go to the writer in one write.
 const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 1 << 20;
 
-/// [`encode_shard_snapshot_parts`] into a writer, a chunk at a time: a snapshot's thread
-/// streams it into the file instead of holding the whole encoding in memory (as large as
-/// the file: 115 MB for 2 M records).
+/// [`encode_shard_snapshot_parts`] into a writer: a snapshot's thread streams it into the
+/// file instead of holding the whole encoding in memory (as large as the file: 115 MB for
+/// 2 M records). The writer takes serde's field-sized writes as they come (the log's
+/// snapshot writer gathers them; a `Vec` just grows).
 pub fn write_shard_snapshot_parts<C: std::borrow::Borrow<ConversionRec>>(
-    out: &mut dyn io::Write,
+    mut out: &mut dyn io::Write,
     clicks: &[ClickSnap],
     tails: &[Tail],
     conversions: &[C],
     impressions: &[(u64, u32, u64)],
     counters: &[(StatKeyRec, CountersRec)],
 ) -> io::Result<()> {
-    use io::Write as _;
-    let mut out = io::BufWriter::with_capacity(SNAPSHOT_WRITE_CHUNK_BYTES, out);
     let mut chunk = Vec::with_capacity(SNAPSHOT_WRITE_CHUNK_BYTES + CLICK_SNAP_MAX_BYTES);
     chunk.push(SNAPSHOT_SHARD_V1);
     // bincode writes a struct as its fields one after another: the clicks (nearly all of
@@ -820,7 +818,7 @@ pub fn write_shard_snapshot_parts<C: std::borrow::Borrow<ConversionRec>>(
     out.write_all(&chunk)?;
     bincode::serde::encode_into_std_write(impressions, &mut out, config()).map_err(serde_err)?;
     bincode::serde::encode_into_std_write(counters, &mut out, config()).map_err(serde_err)?;
-    out.flush()
+    Ok(())
 }
 
 pub fn decode_shard_snapshot(data: &[u8]) -> Result<ShardSnapshot, DecodeError> {

@@ -62,21 +62,30 @@ fn header(lsn: Lsn, data_len: u64, data_crc: u32) -> [u8; HEADER_BYTES] {
     header
 }
 
+/// Bytes of a streamed snapshot gathered before they are checksummed and written: an
+/// encoder writes field by field, and each of those costs a copy here rather than a
+/// checksum call and a write each.
+const STREAM_BUFFER_BYTES: usize = 1 << 20;
+
 /// Writes a snapshot file into `sink`: room for the header, the data as `write_data`
-/// produces it (checksummed on the way), then the header. Returns the data's length.
+/// produces it (in writes of any size: they are gathered, then checksummed on the way),
+/// then the header. Returns the data's length.
 pub(crate) fn write_streamed(
     sink: &mut dyn FileSink,
     lsn: Lsn,
     write_data: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
 ) -> io::Result<u64> {
     sink.write_all(&[0; HEADER_BYTES])?;
-    let mut data = Checksummed {
-        sink: &mut *sink,
-        crc: 0,
-        len_bytes: 0,
-    };
+    let mut data = io::BufWriter::with_capacity(
+        STREAM_BUFFER_BYTES,
+        Checksummed {
+            sink: &mut *sink,
+            crc: 0,
+            len_bytes: 0,
+        },
+    );
     write_data(&mut data)?;
-    let (crc, len_bytes) = (data.crc, data.len_bytes);
+    let Checksummed { crc, len_bytes, .. } = data.into_inner().map_err(|e| e.into_error())?;
     sink.write_at(0, &header(lsn, len_bytes, crc))?;
     Ok(len_bytes)
 }

@@ -144,8 +144,10 @@ impl FsStorage {
         }
         // SAFETY: the file is at least `len` bytes long with its blocks allocated (above, or
         // by `create`), so page faults in the mapping cannot hit a hole. Only this process
-        // writes it (the directory lock), and the log never truncates a mapped file. An
-        // outside truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
+        // writes it (the directory lock), and the log never shortens a mapped file:
+        // `remove` shortens only segments it has forgotten, whose mapping, if one is still
+        // waiting to be unmapped, is never read or written again. An outside
+        // truncation would be a SIGBUS, as with any mmap user (ripgrep accepts the
         // same).
         let map = unsafe { options.map_mut(&file)? };
         if populate == Populate::Write {
@@ -249,43 +251,35 @@ impl<'a> BulkWriter<'a> {
     }
 }
 
-/// A [`FileSink`] for [`Storage::create_streamed`]: gathers small writes (an encoder's
-/// fields) into steps of [`BULK_SYNC_EVERY_BYTES`] for the [`BulkWriter`].
-struct BulkSink<'a> {
-    writer: BulkWriter<'a>,
-    buffer: Vec<u8>,
-}
+/// A [`FileSink`] for [`Storage::create_streamed`] over a [`BulkWriter`]. It writes what
+/// it is given as it comes: the snapshot writer above it gathers small writes first
+/// (see `snapshot::write_streamed`).
+struct BulkSink<'a>(BulkWriter<'a>);
 
 impl io::Write for BulkSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() as u64 >= BULK_SYNC_EVERY_BYTES {
-            self.flush()?;
-        }
+        self.0.write(bytes)?;
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.write(&self.buffer)?;
-        self.buffer.clear();
         Ok(())
     }
 }
 
 impl FileSink for BulkSink<'_> {
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        io::Write::flush(self)?;
         let end = offset.saturating_add(bytes.len() as u64);
-        if end > self.writer.at {
+        if end > self.0.at {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "write_at {offset}..{end} past the {} bytes written",
-                    self.writer.at
+                    self.0.at
                 ),
             ));
         }
-        self.writer.file.write_all_at(bytes, offset)
+        self.0.file.write_all_at(bytes, offset)
     }
 }
 
@@ -350,8 +344,9 @@ impl Storage for FsStorage {
             return Ok(Box::new(Vec::new()));
         }
         // SAFETY: a read-only mapping of at most the file's current length. This process
-        // holds the directory lock and never truncates segments, so the file cannot shrink
-        // under the mapping while recovery reads it.
+        // holds the directory lock, and the only files it shortens are those it removes
+        // (see `remove`): segments the log has forgotten and `.tmp` leftovers, never one
+        // recovery is reading, so the file cannot shrink under the mapping.
         let map = unsafe { MmapOptions::new().len(len).map(&file)? };
         Ok(Box::new(map))
     }
@@ -365,14 +360,7 @@ impl Storage for FsStorage {
         name: &str,
         write: &mut dyn FnMut(&mut dyn FileSink) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.create_via_tmp(name, |file| {
-            let mut sink = BulkSink {
-                writer: BulkWriter::new(file),
-                buffer: Vec::with_capacity(BULK_SYNC_EVERY_BYTES as usize),
-            };
-            write(&mut sink)?;
-            io::Write::flush(&mut sink)
-        })
+        self.create_via_tmp(name, |file| write(&mut BulkSink(BulkWriter::new(file))))
     }
 
     /// Allocated but not zeroed: prefaulting a page of an unwritten extent zero-fills it
