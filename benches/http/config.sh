@@ -3,14 +3,17 @@
 
 # Writes the config to FILE: a listener on 127.0.0.1:PORT, the log in DATA_DIR with the
 # given sync policy and shard count, the admin API on TOKEN (empty: off), one campaign
-# (CID 1, AFID posts allowed) and one affiliate (AFID 1).
-write_bench_config() { # FILE PORT DATA_DIR SYNC SHARDS TOKEN
+# (CID 1, AFID posts allowed) and one affiliate (AFID 1). SERVER_LINES, optional, are
+# extra `[server]` lines (steps.sh's ipv6 mix trusts loopback as a proxy with them).
+write_bench_config() { # FILE PORT DATA_DIR SYNC SHARDS TOKEN [SERVER_LINES]
     local admin=""
     if [ -n "$6" ]; then admin=$'\n[admin]\ntoken = "'"$6"$'"\n'; fi
+    local server_lines=""
+    if [ -n "${7:-}" ]; then server_lines=$'\n'"$7"; fi
     cat >"$1" <<CONFIG
 [server]
 listen = "127.0.0.1:$2"
-public_url = "http://127.0.0.1:$2"
+public_url = "http://127.0.0.1:$2"$server_lines
 
 [storage]
 data_dir = "$3"
