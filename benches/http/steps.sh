@@ -30,7 +30,8 @@
 # Each step is one wrk run; steps.sh passes it the step number and the requests sent so
 # far, so that the mixes' IDs, addresses and visitors stay new from step to step.
 #
-# Bounded: STEPS wrk runs of STEP_S each (each killed $WRK_GRACE_S later), loopback only.
+# Bounded: STEPS wrk runs of STEP_S each (each killed $WRK_GRACE_S later), then at most
+# $SHUTDOWN_WAIT_S for the server to stop; loopback only.
 #
 # Environment (defaults in brackets): MIX [clicks]  STEPS [6]  STEP_S [5]  SYNC [always]
 #   PORT [18120]  SKIP_BUILD [0]  CLICKTRAIL_BIN [target/release/clicktrail]
@@ -43,6 +44,7 @@ PORT=${PORT:-18120}
 SKIP_BUILD=${SKIP_BUILD:-0}
 MIX=${MIX:-clicks}
 WRK_GRACE_S=30
+SHUTDOWN_WAIT_S=60
 CLICK_PATH="/click.track?CID=1&AFID=1&ADID=1"
 IMPRESSION_PATH="/impression.track?CID=1&AFID=1&ADID=1&SID=bench"
 # Per mix: the wrk script, the URL's path and query, what a request is (for the table),
@@ -92,7 +94,11 @@ for step in $(seq "$STEPS"); do
     peak_kib=$(awk '/VmHWM/{print $2}' "/proc/$SERVER_PID/status")
     echo "| $step | $avg | $stdev | $max | $sent | $((heap_kib / 1024)) MiB | $((peak_kib / 1024)) MiB | $(du -sm "$WORK/data" | cut -f1) MB |"
 done
+# A snapshot still being built or written is logged only when it is done: a graceful stop
+# waits for it (for at most SHUTDOWN_WAIT_S; the exit trap stops the server either way).
+kill "$SERVER_PID"
+for _ in $(seq $((SHUTDOWN_WAIT_S * 10))); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
 echo
-echo "Snapshots:"
+echo "Snapshots (one still in progress after the last step included):"
 grep -E "snapshot written|state compacted" "$WORK/server.log" | sed -e 's/\x1b\[[0-9;]*m//g' \
     | grep -o "lsn=.*" || echo "(none)"
