@@ -752,14 +752,14 @@ pub fn encode_shard_snapshot(snapshot: &ShardSnapshot) -> Vec<u8> {
     encode_shard_snapshot_parts(clicks, tails, conversions, impressions, counters)
 }
 
-/// [`encode_shard_snapshot`] from the snapshot's fields, with the conversions by value or
-/// by reference: serde writes a `&T` as the `T`, so the bytes are the same. A snapshot's
+/// [`encode_shard_snapshot`] from the snapshot's fields, with the tails and conversions by
+/// value or by reference: serde writes a `&T` as the `T`, so the bytes are the same. A snapshot's
 /// thread encodes the conversions of the frozen state it borrows this way; cloning them
 /// into a [`ShardSnapshot`] first copied every string of every conversion, the larger part
 /// of a snapshot's CPU once a shard holds hundreds of thousands of conversions.
-pub fn encode_shard_snapshot_parts<C: std::borrow::Borrow<ConversionRec>>(
+pub fn encode_shard_snapshot_parts<T: Serialize, C: std::borrow::Borrow<ConversionRec>>(
     clicks: &[ClickSnap],
-    tails: &[Tail],
+    tails: &[T],
     conversions: &[C],
     impressions: &[(u64, u32, u64)],
     counters: &[(StatKeyRec, CountersRec)],
@@ -781,10 +781,10 @@ const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// file instead of holding the whole encoding in memory (as large as the file: 115 MB for
 /// 2 M records). The writer takes serde's field-sized writes as they come (the log's
 /// snapshot writer gathers them; a `Vec` just grows).
-pub fn write_shard_snapshot_parts<C: std::borrow::Borrow<ConversionRec>>(
+pub fn write_shard_snapshot_parts<T: Serialize, C: std::borrow::Borrow<ConversionRec>>(
     mut out: &mut dyn io::Write,
     clicks: &[ClickSnap],
-    tails: &[Tail],
+    tails: &[T],
     conversions: &[C],
     impressions: &[(u64, u32, u64)],
     counters: &[(StatKeyRec, CountersRec)],

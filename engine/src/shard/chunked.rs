@@ -103,8 +103,12 @@ impl<T: Clone, const CHUNK: usize> Chunked<T, CHUNK> {
 
 /// The chunk for writing: itself, or first a copy of its own if a shared copy of the store
 /// still holds it. The copy keeps a whole chunk's room, so appends never reallocate it.
+///
+/// Asks `strong_count` (a plain load) rather than `Arc::get_mut` (an atomic
+/// compare-and-swap), since no `Weak` of a chunk is ever made: this runs on every click.
+/// `make_mut` then finds the chunk unique and hands it out without copying.
 fn writable<T: Clone>(chunk: &mut Arc<Vec<T>>) -> &mut Vec<T> {
-    if Arc::get_mut(chunk).is_none() {
+    if Arc::strong_count(chunk) != 1 {
         let mut own = Vec::with_capacity(chunk.capacity());
         own.extend_from_slice(chunk);
         *chunk = Arc::new(own);

@@ -6,19 +6,24 @@
 //! shard for as long as it took, 281 + 249 ms for a shard of a million clicks (measured
 //! on the CI machine under load), which was the worst tail latency the HTTP benchmark
 //! saw. Freezing shares the click and conversion stores chunk by chunk (copy on write,
-//! see [`Chunked::share`]) and copies only the small tables: the interned tails and sub
-//! IDs (reference counts), the IPv6 side table, the impressions' uniqueness index and the
-//! counters.
+//! see [`Chunked::share`]), and so are the side tables: the interned tails and sub IDs, the
+//! IPv6 addresses, the impressions' uniqueness entries and the counters (see
+//! [`super::chunked_map`]). Freezing copies nothing but a reference count per chunk.
 
 use super::chunked::Chunked;
-use super::state::{ClickCore, StatKey, CHUNK_CLICKS, CHUNK_CONVERSIONS};
+use super::state::{
+    ClickCore, StatKey, CHUNK_CLICKS, CHUNK_CONVERSIONS, CHUNK_COUNTERS, CHUNK_IMPRESSIONS,
+    CHUNK_IPV6, CHUNK_SID1S, CHUNK_TAILS,
+};
 use crate::codec::{
     write_shard_snapshot_parts, ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec,
     Tail,
 };
-use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+
+/// The tail of a click whose tail is missing (never: every click's tail is interned).
+static NO_TAIL: Tail = (Vec::new(), Vec::new());
 
 /// What to leave out of a snapshot: the shard's retention rules at the moment it was
 /// taken.
@@ -31,10 +36,10 @@ pub struct Retention<KeepImpression, KeepConversion> {
     pub keep_conversion: KeepConversion,
 }
 
-/// A [`ShardSnapshot`] whose conversions are borrowed from the frozen state.
+/// A [`ShardSnapshot`] whose tails and conversions are borrowed from the frozen state.
 pub struct SnapshotParts<'a> {
     pub clicks: Vec<ClickSnap>,
-    pub tails: Vec<Tail>,
+    pub tails: Vec<&'a Tail>,
     pub conversions: Vec<&'a ConversionRec>,
     pub impressions: Vec<(u64, u32, u64)>,
     pub counters: Vec<(StatKeyRec, CountersRec)>,
@@ -59,7 +64,7 @@ impl SnapshotParts<'_> {
     pub fn into_owned(self) -> ShardSnapshot {
         ShardSnapshot {
             clicks: self.clicks,
-            tails: self.tails,
+            tails: self.tails.into_iter().cloned().collect(),
             conversions: self.conversions.into_iter().cloned().collect(),
             impressions: self.impressions,
             counters: self.counters,
@@ -69,12 +74,15 @@ impl SnapshotParts<'_> {
 
 pub struct Frozen {
     pub(super) clicks: Chunked<ClickCore, CHUNK_CLICKS>,
-    pub(super) ipv6: HashMap<u32, Ipv6Addr>,
-    pub(super) tails: Vec<Arc<Tail>>,
-    pub(super) sid1s: Vec<Arc<str>>,
+    /// (click index, address), in click order.
+    pub(super) ipv6: Chunked<(u32, Ipv6Addr), CHUNK_IPV6>,
+    /// By interned ID (the position).
+    pub(super) tails: Chunked<(Arc<Tail>, ()), CHUNK_TAILS>,
+    /// By interned ID (the position).
+    pub(super) sid1s: Chunked<(Arc<str>, ()), CHUNK_SID1S>,
     pub(super) conversions: Chunked<ConversionRec, CHUNK_CONVERSIONS>,
-    pub(super) impressions: hashbrown::HashMap<(u64, u32), u64>,
-    pub(super) counters: hashbrown::HashMap<StatKey, CountersRec>,
+    pub(super) impressions: Chunked<((u64, u32), u64), CHUNK_IMPRESSIONS>,
+    pub(super) counters: Chunked<(StatKey, CountersRec), CHUNK_COUNTERS>,
 }
 
 impl Frozen {
@@ -88,10 +96,10 @@ impl Frozen {
 
     /// [`Frozen::to_snapshot`] with the conversions borrowed from this state, to encode
     /// without copying them (see [`SnapshotParts::encode`]).
-    pub fn snapshot_parts(
-        &self,
+    pub fn snapshot_parts<'s>(
+        &'s self,
         retention: Retention<impl Fn(u32, u64) -> bool, impl Fn(&ConversionRec, bool) -> bool>,
-    ) -> SnapshotParts<'_> {
+    ) -> SnapshotParts<'s> {
         let Retention {
             keep_clicks_since_ms,
             keep_impression,
@@ -99,11 +107,14 @@ impl Frozen {
         } = retention;
         // The shard's tails are distinct already: the snapshot keeps those its clicks use,
         // numbered in order of first use, mapped by index (no tail is hashed or copied
-        // per click).
-        let mut tails: Vec<Tail> = Vec::new();
+        // per click; with a sub ID of its own per click, copying them doubled the heap
+        // while a snapshot was built).
+        let mut tails: Vec<&'s Tail> = Vec::new();
         let mut tail_map: Vec<Option<u32>> = vec![None; self.tails.len()];
         let mut missing_tail = None;
         let mut clicks = Vec::with_capacity(self.clicks.len());
+        // The IPv6 addresses come in click order: read alongside the clicks.
+        let mut ipv6 = self.ipv6.iter().peekable();
         // Which clicks the conversions point at are kept: filled in the same pass. With
         // hashbrown's hasher, not std's SipHash: the IDs are random bits the server minted,
         // and for 500 k conversions over 1 M clicks building and probing this map took
@@ -121,19 +132,21 @@ impl Frozen {
             if let Some(kept) = converted_click_kept.get_mut(&c.id.0) {
                 *kept = true;
             }
-            let mut snap_tail = |tail: Option<&Tail>| {
+            let mut snap_tail = |tail: &'s Tail| {
                 let index = tails.len() as u32;
-                tails.push(tail.cloned().unwrap_or_default());
+                tails.push(tail);
                 index
             };
             let tail = match tail_map.get_mut(c.tail as usize) {
                 Some(Some(index)) => *index,
                 Some(slot) => *slot.insert(snap_tail(
-                    self.tails.get(c.tail as usize).map(|t| t.as_ref()),
+                    self.tails
+                        .get(c.tail as usize)
+                        .map_or(&NO_TAIL, |(t, ())| t.as_ref()),
                 )),
                 // Not a tail of this shard (never happens: every click's tail is interned);
                 // it reads as empty, as `ShardState::tail` shows it.
-                None => *missing_tail.get_or_insert_with(|| snap_tail(None)),
+                None => *missing_tail.get_or_insert_with(|| snap_tail(&NO_TAIL)),
             };
             clicks.push(ClickSnap {
                 id: c.id.0,
@@ -142,7 +155,11 @@ impl Frozen {
                 affiliate_id: c.affiliate_id,
                 creative_id: c.creative_id(),
                 tail,
-                ip: c.ip(|| self.ipv6.get(&(i as u32)).copied()),
+                ip: c.ip(|| {
+                    let i = i as u32;
+                    while ipv6.next_if(|&&(click, _)| click < i).is_some() {}
+                    ipv6.next_if(|&&(click, _)| click == i).map(|&(_, a)| a)
+                }),
                 fingerprint: c.fingerprint,
                 unique: c.unique(),
             });
@@ -156,8 +173,8 @@ impl Frozen {
         let mut impressions: Vec<(u64, u32, u64)> = self
             .impressions
             .iter()
-            .filter(|(&(_, campaign), &t)| keep_impression(campaign, t))
-            .map(|(&(fp, campaign), &t)| (fp, campaign, t))
+            .filter(|&&((_, campaign), t)| keep_impression(campaign, t))
+            .map(|&((fp, campaign), t)| (fp, campaign, t))
             .collect();
         impressions.sort_unstable();
         let conversions = self
@@ -180,7 +197,11 @@ impl Frozen {
     }
 
     fn stat_key_rec(&self, key: &StatKey) -> StatKeyRec {
-        key.to_rec(self.sid1s.get(key.sid1 as usize).map_or("", |s| s.as_ref()))
+        key.to_rec(
+            self.sid1s
+                .get(key.sid1 as usize)
+                .map_or("", |(s, ())| s.as_ref()),
+        )
     }
 }
 
@@ -194,6 +215,7 @@ mod tests {
     };
     use crate::config::ConversionStatus;
     use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn click(rng: &mut impl Rng, time_ms: u64) -> ShardRecord {
@@ -258,13 +280,10 @@ mod tests {
     /// A state of `records` records, one in ten a conversion (most of a click seen
     /// before), one an impression, the rest clicks, record `i` at `i / records_per_ms`
     /// ms; with the IDs of its clicks and conversions.
-    fn random_state(
-        rng: &mut impl Rng,
-        records: u64,
-        records_per_ms: u64,
-    ) -> (ShardState, Vec<[u8; 16]>, Vec<[u8; 16]>) {
+    fn random_state(rng: &mut impl Rng, records: u64, records_per_ms: u64) -> RandomState {
         let mut state = ShardState::default();
         let (mut click_ids, mut conversion_ids) = (Vec::new(), Vec::new());
+        let mut click_ips = HashMap::new();
         for i in 0..records {
             let time_ms = i / records_per_ms;
             let record = match rng.random_range(0..10) {
@@ -277,13 +296,29 @@ mod tests {
                 _ => click(rng, time_ms),
             };
             match &record {
-                ShardRecord::Click(c) => click_ids.push(c.id),
+                ShardRecord::Click(c) => {
+                    click_ids.push(c.id);
+                    click_ips.insert(c.id, c.ip);
+                }
                 ShardRecord::Conversion(c) => conversion_ids.push(c.id),
                 _ => {}
             }
             state.apply(record);
         }
-        (state, click_ids, conversion_ids)
+        RandomState {
+            state,
+            click_ids,
+            conversion_ids,
+            click_ips,
+        }
+    }
+
+    struct RandomState {
+        state: ShardState,
+        click_ids: Vec<[u8; 16]>,
+        conversion_ids: Vec<[u8; 16]>,
+        /// What each click came from, as its record said.
+        click_ips: HashMap<[u8; 16], IpAddr>,
     }
 
     fn retention() -> Retention<impl Fn(u32, u64) -> bool, impl Fn(&ConversionRec, bool) -> bool> {
@@ -302,7 +337,12 @@ mod tests {
     fn a_frozen_state_keeps_its_moment() {
         let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let (mut state, click_ids, conversion_ids) = random_state(&mut rng, 100_000, 33);
+        let RandomState {
+            mut state,
+            click_ids,
+            conversion_ids,
+            click_ips,
+        } = random_state(&mut rng, 100_000, 33);
         let expected = encode_shard_snapshot(&state.freeze().to_snapshot(retention()));
         let frozen = state.freeze();
         for time_ms in 3_000..3_500u64 {
@@ -338,6 +378,14 @@ mod tests {
         );
         let live = state.freeze().to_snapshot(retention());
         assert!(live.clicks.len() > snapshot.clicks.len(), "seed {seed}");
+        // Each click with the address it came from (IPv6 ones from the side table).
+        for c in &snapshot.clicks {
+            assert_eq!(Some(&c.ip), click_ips.get(&c.id), "seed {seed}: click IP");
+        }
+        assert!(
+            snapshot.clicks.iter().any(|c| c.ip.is_ipv6()),
+            "seed {seed}"
+        );
         // What the retention says, item by item.
         assert!(snapshot.clicks.iter().all(|c| c.time_ms >= 1_000));
         assert!(snapshot
@@ -366,7 +414,7 @@ mod tests {
     fn a_snapshot_of_a_compacted_state_is_the_snapshot_it_was_compacted_from() {
         let seed = crate::test_seed::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let (state, _, _) = random_state(&mut rng, 20_000, 10);
+        let state = random_state(&mut rng, 20_000, 10).state;
         let snapshot = state.freeze().to_snapshot(retention());
         assert!(
             snapshot.clicks.len() < state.click_count()

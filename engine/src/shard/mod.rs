@@ -19,6 +19,7 @@
 
 mod background;
 pub mod chunked;
+mod chunked_map;
 mod convert;
 mod frozen;
 mod index;

@@ -6,6 +6,7 @@
 //! the record is appended) and during recovery, so replay rebuilds exactly the live state.
 
 use super::chunked::Chunked;
+use super::chunked_map::ChunkedMap;
 use super::frozen::{Frozen, Retention};
 use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use crate::api::DeliveryState;
@@ -25,6 +26,13 @@ pub(super) const CHUNK_CLICKS: usize = 1 << 16;
 /// Conversions per chunk of the conversion store: about 1 MiB of records (240 bytes
 /// each, their strings apart); the links between a click's conversions are chunked alike.
 pub(super) const CHUNK_CONVERSIONS: usize = 1 << 12;
+/// Entries per chunk of the shard's side tables (see [`ChunkedMap`]): 128 KiB or less
+/// each, so that the first change to a chunk a snapshot still holds copies little.
+pub(super) const CHUNK_TAILS: usize = 1 << 14;
+pub(super) const CHUNK_SID1S: usize = 1 << 13;
+pub(super) const CHUNK_IMPRESSIONS: usize = 1 << 12;
+pub(super) const CHUNK_COUNTERS: usize = 1 << 10;
+pub(super) const CHUNK_IPV6: usize = 1 << 12;
 /// The link of a conversion without a click: it is in no click's ring (see
 /// [`ShardState::conversion_links`]).
 const NO_CLICK: u32 = u32::MAX;
@@ -73,10 +81,14 @@ fn fp_hash(fingerprint: u64, campaign_id: u32) -> u64 {
     fingerprint ^ u64::from(campaign_id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// The maps on the click path (interners, counters, impressions) hash with hashbrown's
-/// default hasher (foldhash, seeded per process) rather than SipHash: their keys are short
-/// and hashed on every click and every replayed record.
-type FastMap<K, V> = hashbrown::HashMap<K, V>;
+/// The IPv6 address of click `idx` in a shard's side table of them (in click order).
+fn ipv6_of(table: &Chunked<(u32, Ipv6Addr), CHUNK_IPV6>, idx: u32) -> Option<Ipv6Addr> {
+    let at = table.partition_point(|&(click, _)| click < idx);
+    table
+        .get(at)
+        .filter(|&&(click, _)| click == idx)
+        .map(|&(_, address)| address)
+}
 
 /// A click's tail borrowed from a request or a log record: looked up in a [`TailInterner`]
 /// without building the owned [`Tail`].
@@ -107,68 +119,73 @@ impl hashbrown::Equivalent<Arc<Tail>> for TailRef<'_> {
     }
 }
 
-/// Interns click tails per shard, so repeated sub IDs and extras are stored once.
+/// Interns click tails per shard, so repeated sub IDs and extras are stored once. A tail's
+/// ID is its position in the map.
 #[derive(Default)]
 struct TailInterner {
-    index: FastMap<Arc<Tail>, u32>,
-    items: Vec<Arc<Tail>>,
+    tails: ChunkedMap<Arc<Tail>, (), CHUNK_TAILS>,
 }
 
 impl TailInterner {
     fn intern(&mut self, value: Tail) -> u32 {
-        if let Some(&i) = self.index.get(&value) {
+        if let Some(i) = self.tails.position(&value) {
             return i;
         }
-        self.insert(value)
+        let value = Arc::new(value);
+        interned(
+            self.tails
+                .get_or_insert_with(&value, || (Arc::clone(&value), ())),
+        )
     }
     /// Interns a borrowed tail; a hit (the common case) allocates nothing.
     fn intern_ref(&mut self, value: TailRef<'_>) -> u32 {
-        if let Some(&i) = self.index.get(&value) {
-            return i;
-        }
-        let owned: Tail = (
-            value.sub_ids.iter().map(|s| s.to_string()).collect(),
-            value
-                .extras
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        self.insert(owned)
-    }
-    fn insert(&mut self, value: Tail) -> u32 {
-        let i = self.items.len() as u32;
-        let value = Arc::new(value);
-        self.items.push(Arc::clone(&value));
-        self.index.insert(value, i);
-        i
+        interned(self.tails.get_or_insert_with(&value, || {
+            let owned: Tail = (
+                value.sub_ids.iter().map(|s| s.to_string()).collect(),
+                value
+                    .extras
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            (Arc::new(owned), ())
+        }))
     }
     fn get(&self, i: u32) -> Option<&Tail> {
-        self.items.get(i as usize).map(|a| a.as_ref())
+        self.tails.at(i).map(|(t, ())| t.as_ref())
     }
 }
 
 /// Interns strings, looked up by `&str` so a hit allocates nothing (the click hot path).
+/// A string's ID is its position in the map.
 #[derive(Default)]
 struct StrInterner {
-    index: FastMap<Arc<str>, u32>,
-    items: Vec<Arc<str>>,
+    strings: ChunkedMap<Arc<str>, (), CHUNK_SID1S>,
 }
 
 impl StrInterner {
     fn intern(&mut self, value: &str) -> u32 {
-        if let Some(&i) = self.index.get(value) {
-            return i;
-        }
-        let i = self.items.len() as u32;
-        let value: Arc<str> = Arc::from(value);
-        self.items.push(Arc::clone(&value));
-        self.index.insert(value, i);
-        i
+        interned(
+            self.strings
+                .get_or_insert_with(value, || (Arc::from(value), ())),
+        )
     }
     fn get(&self, i: u32) -> &str {
-        self.items.get(i as usize).map_or("", |s| s.as_ref())
+        self.strings.at(i).map_or("", |(s, ())| s.as_ref())
     }
+}
+
+/// The ID an interner hands out: the entry's position, or 0 (the first value interned)
+/// if the interner is full. It never is: an interner holds at most one entry per record
+/// applied, and four billion of them would not fit in memory.
+fn interned(entry: Option<(u32, &mut ())>) -> u32 {
+    entry.map_or_else(
+        || {
+            tracing::warn!("shard interner full: a value is read as another");
+            0
+        },
+        |(position, _)| position,
+    )
 }
 
 /// The stats key with sid1 interned.
@@ -201,11 +218,13 @@ pub struct ShardState {
     by_id: ClickIndex,
     /// Latest click per (fingerprint, campaign).
     by_fingerprint: ClickIndex,
-    ipv6: HashMap<u32, Ipv6Addr>,
+    /// The IPv6 addresses of the clicks that came from one, by click index, in click
+    /// order (so a lookup is a binary search): they are the minority.
+    ipv6: Chunked<(u32, Ipv6Addr), CHUNK_IPV6>,
     tails: TailInterner,
     sid1s: StrInterner,
     /// Last impression time per (fingerprint, campaign), for unique impressions.
-    impressions: FastMap<(u64, u32), u64>,
+    impressions: ChunkedMap<(u64, u32), u64, CHUNK_IMPRESSIONS>,
     pub conversions: Chunked<ConversionRec, CHUNK_CONVERSIONS>,
     /// Conversion index (into `conversions`) by conversion ID: the tag is the ID's random
     /// bits, confirmed by the stored conversion's ID, as `by_id` does for clicks.
@@ -236,7 +255,11 @@ pub struct ShardState {
     /// a lookup either way in a scratch measurement); at 38 a click a walk took 4.4-5.0 µs
     /// instead of 1.9-2.0 µs.
     conversion_links: Chunked<u32, CHUNK_CONVERSIONS>,
-    counters: FastMap<StatKey, CountersRec>,
+    counters: ChunkedMap<StatKey, CountersRec, CHUNK_COUNTERS>,
+    /// Where counts go if `counters` is full, which it never is (an entry per distinct
+    /// day, campaign, affiliate, creative and sub ID: four billion would not fit in
+    /// memory); so that counting needs no error path.
+    counters_overflow: CountersRec,
     /// Deliveries per state (pending, delivered, failed), for metrics.
     delivery_states: [u64; 3],
 }
@@ -340,7 +363,7 @@ impl ShardState {
     }
 
     pub fn click_ip(&self, idx: u32, click: &ClickCore) -> IpAddr {
-        click.ip(|| self.ipv6.get(&idx).copied())
+        click.ip(|| ipv6_of(&self.ipv6, idx))
     }
 
     /// The conversions of a click, oldest first (the order they were applied in).
@@ -418,7 +441,18 @@ impl ShardState {
         sid1: &str,
     ) -> &mut CountersRec {
         let key = self.stat_key(time_ms, campaign_id, affiliate_id, creative_id, sid1);
-        self.counters.entry(key).or_default()
+        self.counter(key)
+    }
+
+    /// The counters of `key`, zero if new.
+    fn counter(&mut self, key: StatKey) -> &mut CountersRec {
+        match self
+            .counters
+            .get_or_insert_with(&key, || (key, CountersRec::default()))
+        {
+            Some((_, counters)) => counters,
+            None => &mut self.counters_overflow,
+        }
     }
 
     /// Applies any record (replay and live).
@@ -468,7 +502,7 @@ impl ShardState {
             IpAddr::V4(v4) => u32::from(v4),
             IpAddr::V6(v6) => {
                 flags |= FLAG_IPV6;
-                self.ipv6.insert(idx, v6);
+                self.ipv6.push((idx, v6));
                 0
             }
         };
@@ -558,7 +592,7 @@ impl ShardState {
             creative_id: click.creative_id,
             sid1,
         };
-        let counters = self.counters.entry(key).or_default();
+        let counters = self.counter(key);
         counters.clicks += 1;
         counters.unique_clicks += u64::from(click.unique);
         self.push_click(click);
@@ -581,11 +615,11 @@ impl ShardState {
         );
         counters.impressions += 1;
         counters.unique_impressions += u64::from(i.unique);
-        let last = self
-            .impressions
-            .entry((i.fingerprint, i.campaign_id))
-            .or_insert(0);
-        *last = (*last).max(i.time_ms);
+        let key = (i.fingerprint, i.campaign_id);
+        // Full (never, see `counters_overflow`): the impression is counted, not remembered.
+        if let Some((_, last)) = self.impressions.get_or_insert_with(&key, || (key, 0)) {
+            *last = (*last).max(i.time_ms);
+        }
     }
 
     pub fn apply_conversion(&mut self, c: ConversionRec) {
@@ -598,7 +632,7 @@ impl ShardState {
             c.sub_ids.first().map_or("", String::as_str),
         );
         if self.push_conversion(c) {
-            self.counters.entry(key).or_default().add(&add);
+            self.counter(key).add(&add);
         }
     }
 
@@ -731,7 +765,7 @@ impl ShardState {
         group_by: &[crate::api::GroupKey],
     ) -> HashMap<crate::stats::GroupTuple, CountersRec> {
         let mut out: HashMap<crate::stats::GroupTuple, CountersRec> = HashMap::new();
-        for (key, counters) in &self.counters {
+        for (key, counters) in self.counters.iter() {
             if key.day < from_day || key.day > to_day {
                 continue;
             }
@@ -781,17 +815,17 @@ impl ShardState {
                 .partition_point(|c| c.time_ms < keep_conversions_since_ms)
     }
 
-    /// The state as it is now, for a snapshot built elsewhere (see [`Frozen`]): shares the
-    /// click and conversion stores and copies the small tables.
+    /// The state as it is now, for a snapshot built elsewhere (see [`Frozen`]): shares
+    /// every store and table chunk by chunk, copying none.
     pub fn freeze(&self) -> Frozen {
         Frozen {
             clicks: self.clicks.share(),
-            ipv6: self.ipv6.clone(),
-            tails: self.tails.items.clone(),
-            sid1s: self.sid1s.items.clone(),
+            ipv6: self.ipv6.share(),
+            tails: self.tails.tails.share_entries(),
+            sid1s: self.sid1s.strings.share_entries(),
             conversions: self.conversions.share(),
-            impressions: self.impressions.clone(),
-            counters: self.counters.clone(),
+            impressions: self.impressions.share_entries(),
+            counters: self.counters.share_entries(),
         }
     }
 
@@ -814,8 +848,12 @@ impl ShardState {
         for c in s.conversions {
             state.push_conversion(c);
         }
+        state.impressions.reserve(s.impressions.len());
         for (fp, campaign, t) in s.impressions {
-            state.impressions.insert((fp, campaign), t);
+            let key = (fp, campaign);
+            if let Some((_, last)) = state.impressions.get_or_insert_with(&key, || (key, 0)) {
+                *last = (*last).max(t);
+            }
         }
         for (k, c) in s.counters {
             let key = state.stat_key(
@@ -825,7 +863,7 @@ impl ShardState {
                 k.creative_id,
                 &k.sid1,
             );
-            state.counters.entry(key).or_default().add(&c);
+            state.counter(key).add(&c);
         }
         state
     }
