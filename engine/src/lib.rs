@@ -50,6 +50,7 @@
 //! API. **Time** comes from a [`Clock`].
 
 pub mod api;
+pub mod background;
 mod catalog;
 pub mod clock;
 pub mod codec;
@@ -1122,21 +1123,20 @@ impl Engine {
                 group_by.push(k);
             }
         }
-        let keys = Arc::new(group_by.clone());
-        let parts = self
-            .ask_all(|reply| Cmd::Report {
-                from_day: query.from.0,
-                to_day: query.to.0,
-                group_by: Arc::clone(&keys),
-                reply,
-            })
-            .await?;
-        Ok(stats::Report::build(
-            query.from,
-            query.to,
-            group_by,
-            parts.into_iter().flatten(),
-        ))
+        let shards = self.ask_all(Cmd::Counters).await?;
+        let (from, to) = (query.from, query.to);
+        let too_many_rows = |e: stats::TooManyRows| admin_invalid("group_by", e.to_string());
+        background::run("report", move || {
+            let mut groups = Vec::with_capacity(shards.len());
+            for shard in &shards {
+                let grouped = shard.report(from.0, to.0, &group_by, stats::MAX_REPORT_ROWS);
+                groups.push(grouped.ok_or(stats::TooManyRows)?);
+            }
+            stats::Report::build(from, to, group_by, groups.into_iter().flatten())
+        })
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(too_many_rows)
     }
 
     // ---- operations --------------------------------------------------------------------

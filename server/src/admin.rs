@@ -9,8 +9,8 @@ use crate::routes::{bearer, body_error, not_allowed, App};
 use bytes::Bytes;
 use engine::clock::{Clock, Day, SystemClock};
 use engine::{
-    AdminError, Affiliate, Campaign, ConversionQuery, ConversionStatus, DeliveryState, GroupKey,
-    ReportQuery, Webhook,
+    background, AdminError, Affiliate, Campaign, ConversionQuery, ConversionStatus, DeliveryState,
+    GroupKey, ReportQuery, Webhook,
 };
 use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
@@ -488,9 +488,16 @@ async fn report(app: &App, request: &AdminRequest) -> Answer {
         Some("csv") => true,
         Some(_) => return bad_param("format", "expected json or csv").answer(),
     };
-    match app.engine.report(ReportQuery { from, to, group_by }).await {
-        Ok(report) => crate::report::answer(&report, csv),
-        Err(e) => admin_error(&e),
+    let report = match app.engine.report(ReportQuery { from, to, group_by }).await {
+        Ok(report) => report,
+        Err(e) => return admin_error(&e),
+    };
+    // Up to engine::stats::MAX_REPORT_ROWS rows: formatted off this worker, which answers
+    // tracking requests meanwhile.
+    let formatted = background::run("report-format", move || crate::report::answer(&report, csv));
+    match formatted.await {
+        Ok(answer) => answer,
+        Err(e) => admin_error(&AdminError::Unavailable(e.to_string())),
     }
 }
 

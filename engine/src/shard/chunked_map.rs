@@ -15,7 +15,7 @@
 //! Entries are never removed (a compaction rebuilds the state), so an entry's position is
 //! stable: the interners hand it out as the interned ID.
 
-use super::chunked::{Chunked, Iter};
+use super::chunked::Chunked;
 use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use hashbrown::{DefaultHashBuilder, Equivalent};
 use std::hash::{BuildHasher, Hash};
@@ -106,11 +106,6 @@ impl<K: Hash + Clone, V: Clone, const CHUNK: usize> ChunkedMap<K, V, CHUNK> {
         self.index.reserve(additional);
     }
 
-    /// The entries in the order they were inserted.
-    pub fn iter(&self) -> Iter<'_, (K, V)> {
-        self.entries.iter()
-    }
-
     /// The entries as they are now, sharing every chunk (see [`Chunked::share`]): what a
     /// frozen state keeps of the map.
     pub fn share_entries(&self) -> Chunked<(K, V), CHUNK> {
@@ -160,7 +155,7 @@ mod tests {
         }
         assert_eq!(map.get("absent"), None, "seed {seed}");
         assert!(
-            map.iter().map(|(k, _)| k).eq(order.iter()),
+            map.share_entries().iter().map(|(k, _)| k).eq(order.iter()),
             "seed {seed}: insertion order"
         );
         // The copy taken halfway holds the entries and values of then, in their order.

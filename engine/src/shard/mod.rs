@@ -17,7 +17,6 @@
 //! click's CPU). As a task, a command is a wake-up on the same worker; only the syncs
 //! leave it, one per group.
 
-mod background;
 pub mod chunked;
 mod chunked_map;
 mod convert;
@@ -28,19 +27,18 @@ pub mod state;
 mod syncer;
 
 pub use convert::{ConvInput, ConvReply, How};
+pub use frozen::FrozenCounters;
 
-use crate::api::{AdminError, DeliveryState, GroupKey, OutcomeStatus};
+use crate::api::{AdminError, DeliveryState, OutcomeStatus};
 use crate::catalog::Catalog;
-use crate::codec::{self, ClickRec, CountersRec, ImpressionRec, MatchedBy, ShardRecord};
+use crate::codec::{self, ClickRec, ImpressionRec, MatchedBy, ShardRecord};
 use crate::config::ConversionStatus;
 use crate::dispatcher::{AttemptOutcome, AttemptReport, Dispatcher};
 use crate::ids::{DeliveryId, Id};
-use crate::stats::GroupTuple;
 use crate::view::{ClickView, ConversionView, DeliveryView};
 use crate::Clock;
 use dashmap::DashMap;
 use state::ShardState;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use syncer::{SyncJob, Syncer};
 use tokio::sync::{mpsc, oneshot};
@@ -269,12 +267,8 @@ pub enum Cmd {
     ),
     Replay(DeliveryId, Reply<Result<DeliveryView, AdminError>>),
     Attempt(AttemptReport),
-    Report {
-        from_day: u32,
-        to_day: u32,
-        group_by: Arc<Vec<GroupKey>>,
-        reply: Reply<HashMap<GroupTuple, CountersRec>>,
-    },
+    /// The shard's report counters, frozen (a report groups them off the actor).
+    Counters(Reply<FrozenCounters>),
     /// Clicks held and the bytes their store and indexes use.
     Memory(Reply<(usize, usize)>),
     /// Submits every pending delivery to the dispatcher (after recovery).
@@ -503,7 +497,7 @@ fn apply_clicks(state: &mut ShardState, group: &mut Vec<codec::ClickRecRef<'_>>)
 /// thread only frees memory (no file, no lock), so it may outlive the shard; should it
 /// fail to start, the state is dropped here after all.
 fn drop_elsewhere(state: ShardState) {
-    let spawned = background::spawn("shard-drop".into(), move || drop(state));
+    let spawned = crate::background::spawn("shard-drop".into(), move || drop(state));
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "no thread to drop a replaced state on");
     }
@@ -524,7 +518,7 @@ impl Trimmer {
             return;
         }
         let names = trim.names().join(", ");
-        let spawned = background::spawn(format!("shard-trim-{shard:03}"), move || {
+        let spawned = crate::background::spawn(format!("shard-trim-{shard:03}"), move || {
             if let Err(e) = trim.run() {
                 tracing::warn!(shard, error = %e, "deleting files a snapshot replaced failed");
             }
@@ -992,13 +986,8 @@ impl ShardActor {
                 }
             }
             Cmd::Attempt(report) => self.attempt(report),
-            Cmd::Report {
-                from_day,
-                to_day,
-                group_by,
-                reply,
-            } => {
-                let _ = reply.send(self.state.report(from_day, to_day, &group_by));
+            Cmd::Counters(reply) => {
+                let _ = reply.send(self.state.freeze_counters());
             }
             Cmd::Memory(reply) => {
                 let _ = reply.send((self.state.click_count(), self.state.click_memory_bytes()));

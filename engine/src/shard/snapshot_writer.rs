@@ -57,7 +57,7 @@ impl SnapshotWriter {
         job: impl FnOnce(wal::PendingSnapshot) -> Done + Send + 'static,
     ) -> std::io::Result<Self> {
         let thread =
-            super::background::spawn(format!("shard-snap-{shard:03}"), move || job(pending))?;
+            crate::background::spawn(format!("shard-snap-{shard:03}"), move || job(pending))?;
         Ok(SnapshotWriter {
             thread: Some(thread),
         })

@@ -7,7 +7,7 @@
 
 use super::chunked::Chunked;
 use super::chunked_map::ChunkedMap;
-use super::frozen::{Frozen, Retention};
+use super::frozen::{Frozen, FrozenCounters, Retention};
 use super::index::{tag_of, ClickIndex, Probe, MAX_INDEX};
 use crate::api::DeliveryState;
 use crate::codec::{
@@ -16,7 +16,6 @@ use crate::codec::{
 };
 use crate::config::ConversionStatus;
 use crate::ids::Id;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -169,9 +168,6 @@ impl StrInterner {
             self.strings
                 .get_or_insert_with(value, || (Arc::from(value), ())),
         )
-    }
-    fn get(&self, i: u32) -> &str {
-        self.strings.at(i).map_or("", |(s, ())| s.as_ref())
     }
 }
 
@@ -757,28 +753,12 @@ impl ShardState {
         }
     }
 
-    /// Counters in `[from_day, to_day]`, grouped.
-    pub fn report(
-        &self,
-        from_day: u32,
-        to_day: u32,
-        group_by: &[crate::api::GroupKey],
-    ) -> HashMap<crate::stats::GroupTuple, CountersRec> {
-        let mut out: HashMap<crate::stats::GroupTuple, CountersRec> = HashMap::new();
-        for (key, counters) in self.counters.iter() {
-            if key.day < from_day || key.day > to_day {
-                continue;
-            }
-            let rec = self.stat_key_rec(key);
-            out.entry(crate::stats::GroupTuple::of(&rec, group_by))
-                .or_default()
-                .add(counters);
+    /// The report counters as they are now, sharing their chunks (see [`FrozenCounters`]).
+    pub fn freeze_counters(&self) -> FrozenCounters {
+        FrozenCounters {
+            counters: self.counters.share_entries(),
+            sid1s: self.sid1s.strings.share_entries(),
         }
-        out
-    }
-
-    fn stat_key_rec(&self, key: &StatKey) -> StatKeyRec {
-        key.to_rec(self.sid1s.get(key.sid1))
     }
 
     /// The whole state, for a snapshot. Clicks older than `keep_clicks_since_ms` and
@@ -822,10 +802,9 @@ impl ShardState {
             clicks: self.clicks.share(),
             ipv6: self.ipv6.share(),
             tails: self.tails.tails.share_entries(),
-            sid1s: self.sid1s.strings.share_entries(),
             conversions: self.conversions.share(),
             impressions: self.impressions.share_entries(),
-            counters: self.counters.share_entries(),
+            counters: self.freeze_counters(),
         }
     }
 
@@ -881,6 +860,7 @@ impl ShardState {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
 
     use crate::test_seed::seed;
 

@@ -1,5 +1,7 @@
-//! The threads a shard does its slow housekeeping on, off the actor: writing a snapshot,
-//! deleting the files it replaced, freeing a replaced state.
+//! The threads the engine does slow work on, off the shard actors and off the async
+//! workers that answer requests: a shard's housekeeping (writing a snapshot, deleting the
+//! files it replaced, freeing a replaced state), and slow admin answers (grouping a report,
+//! and the server's formatting of it, see [`run`]).
 //!
 //! They run at the lowest priority a thread can have without a special scheduling
 //! policy, so that the threads that answer requests (the HTTP workers, the actor and its
@@ -15,7 +17,7 @@ use std::thread::JoinHandle;
 const NICEST: i32 = 19;
 
 /// Runs `work` on a new thread named `name`, at the lowest priority.
-pub(super) fn spawn<T: Send + 'static>(
+pub(crate) fn spawn<T: Send + 'static>(
     name: String,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<JoinHandle<T>> {
@@ -23,6 +25,23 @@ pub(super) fn spawn<T: Send + 'static>(
         lower_priority();
         work()
     })
+}
+
+/// Runs `work` on a new thread at the lowest priority (see [`spawn`]) and awaits its
+/// result: for an answer whose work grows with the data (a report grouped by sub ID can
+/// have a row per click) and so must hold neither a shard's actor nor the async worker
+/// that asked, which answer every tracking request meanwhile.
+pub async fn run<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawn(name.to_string(), move || {
+        // The asker may have gone (its client hung up): the result is dropped then.
+        let _ = tx.send(work());
+    })?;
+    rx.await
+        .map_err(|_| io::Error::other(format!("thread {name} ended without an answer")))
 }
 
 /// Best effort: a thread that keeps its priority only competes more for the CPU.
