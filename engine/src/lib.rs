@@ -1041,7 +1041,7 @@ impl Engine {
         if from_ms > to_ms {
             return Err(admin_invalid("from", "after to"));
         }
-        let filter = Arc::new(ConversionFilter {
+        let filter = ConversionFilter {
             from_ms,
             to_ms,
             campaign_id: query.campaign_id,
@@ -1049,14 +1049,15 @@ impl Engine {
             status: query.status,
             after,
             limit: limit + 1,
-        });
-        let mut all: Vec<(u64, Id, ConversionView)> = self
-            .ask_all(|reply| Cmd::Conversions(Arc::clone(&filter), reply))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        all.sort_by_key(|a| (a.0, a.1));
+        };
+        let shards = self.ask_all(Cmd::Conversions).await?;
+        let mut all: Vec<(u64, Id, ConversionView)> = background::run("conversions", move || {
+            let mut all: Vec<_> = shards.iter().flat_map(|s| s.conversions(&filter)).collect();
+            all.sort_by_key(|a| (a.0, a.1));
+            all
+        })
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?;
         let next_cursor = (all.len() > limit).then(|| {
             let (t, id, _) = &all[limit - 1];
             format!("{t}.{id}")
@@ -1091,15 +1092,18 @@ impl Engine {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let mut all: Vec<(u64, DeliveryView)> = self
-            .ask_all(|reply| Cmd::Deliveries(state, limit, reply))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        all.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-        all.truncate(limit);
-        Ok(all.into_iter().map(|(_, v)| v).collect())
+        let shards = self.ask_all(Cmd::Conversions).await?;
+        background::run("deliveries", move || {
+            let mut all: Vec<_> = shards
+                .iter()
+                .flat_map(|s| s.deliveries(state, limit))
+                .collect();
+            all.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+            all.truncate(limit);
+            all.into_iter().map(|(_, v)| v).collect()
+        })
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))
     }
 
     /// Queues a new attempt of a delivery (any state), keeping its ID.

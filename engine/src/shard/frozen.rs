@@ -15,12 +15,15 @@ use super::state::{
     ClickCore, StatKey, CHUNK_CLICKS, CHUNK_CONVERSIONS, CHUNK_COUNTERS, CHUNK_IMPRESSIONS,
     CHUNK_IPV6, CHUNK_SID1S, CHUNK_TAILS,
 };
-use crate::api::GroupKey;
+use super::ConversionFilter;
+use crate::api::{DeliveryState, GroupKey};
 use crate::codec::{
     write_shard_snapshot_parts, ClickSnap, ConversionRec, CountersRec, ShardSnapshot, StatKeyRec,
     Tail,
 };
+use crate::ids::Id;
 use crate::stats::GroupTuple;
+use crate::view::{ConversionView, DeliveryView};
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -84,6 +87,92 @@ pub struct Frozen {
     pub(super) conversions: Chunked<ConversionRec, CHUNK_CONVERSIONS>,
     pub(super) impressions: Chunked<((u64, u32), u64), CHUNK_IMPRESSIONS>,
     pub(super) counters: FrozenCounters,
+}
+
+/// A shard's conversions as they were at one moment: the admin API lists conversions and
+/// deliveries from them off the actor (see [`crate::background::run`]). Either list reads
+/// every conversion of the shard, and on the actor that held every request of the shard
+/// for as long as it took: a page of 100 conversions sorted all that matched (hundreds
+/// of thousands of references) to keep the first 100.
+pub struct FrozenConversions(pub(super) Chunked<ConversionRec, CHUNK_CONVERSIONS>);
+
+impl FrozenConversions {
+    /// The first `filter.limit` conversions that `filter` lets through, in (time, ID)
+    /// order.
+    pub fn conversions(&self, filter: &ConversionFilter) -> Vec<(u64, Id, ConversionView)> {
+        let f = filter;
+        let hits = self.0.iter().filter(|c| {
+            c.time_ms >= f.from_ms
+                && c.time_ms <= f.to_ms
+                && f.campaign_id.is_none_or(|id| id == c.campaign_id)
+                && f.affiliate_id.is_none_or(|id| id == c.affiliate_id)
+                && f.status.is_none_or(|s| s == c.status)
+                && f.after.is_none_or(|after| (c.time_ms, Id(c.id)) > after)
+        });
+        first_by_key(hits, f.limit, |c| (c.time_ms, Id(c.id)))
+            .into_iter()
+            .map(|c| (c.time_ms, Id(c.id), crate::view::conversion_view(c)))
+            .collect()
+    }
+
+    /// The first `limit` deliveries in `state` (any state if `None`), in (creation time,
+    /// conversion ID, sequence) order.
+    pub fn deliveries(
+        &self,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> Vec<(u64, DeliveryView)> {
+        let hits = self.0.iter().flat_map(|c| {
+            c.deliveries
+                .iter()
+                .filter(move |d| state.is_none_or(|s| s == d.state))
+                .map(move |d| (c, d))
+        });
+        first_by_key(hits, limit, |(c, d)| (d.created_ms, Id(c.id), d.seq))
+            .into_iter()
+            .map(|(c, d)| (d.created_ms, crate::view::delivery_view(c, d)))
+            .collect()
+    }
+}
+
+/// The `limit` smallest items by `key`, in key order: a heap of at most `limit + 1` items
+/// rather than sorting every item (a shard may hold millions; a page is at most a
+/// thousand).
+fn first_by_key<T, K: Ord>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    /// Ordered by key alone.
+    struct Keyed<K, T>(K, T);
+    impl<K: Ord, T> PartialEq for Keyed<K, T> {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+    impl<K: Ord, T> Eq for Keyed<K, T> {}
+    impl<K: Ord, T> PartialOrd for Keyed<K, T> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl<K: Ord, T> Ord for Keyed<K, T> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.cmp(&other.0)
+        }
+    }
+    // A max-heap: its top is the largest kept, the first to go when a smaller one comes.
+    let mut kept = std::collections::BinaryHeap::new();
+    for item in items {
+        kept.push(Keyed(key(&item), item));
+        if kept.len() > limit {
+            kept.pop();
+        }
+    }
+    kept.into_sorted_vec()
+        .into_iter()
+        .map(|Keyed(_, item)| item)
+        .collect()
 }
 
 /// A shard's report counters as they were at one moment: a report groups them off the
@@ -530,5 +619,25 @@ mod tests {
         );
         let bounded = frozen.report(0, 2, &all, groups).map(|g| g.len());
         assert_eq!(bounded, Some(groups), "seed {seed}");
+    }
+
+    /// The heap's first items by key are what sorting all and truncating gives, ties
+    /// included (equal keys are interchangeable: the key decides the order alone).
+    #[test]
+    fn first_by_key_is_sort_and_truncate() {
+        let seed = crate::test_seed::seed();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..200 {
+            let items: Vec<(u32, u32)> = (0..rng.random_range(0..300))
+                .map(|i| (rng.random_range(0..50), i))
+                .collect();
+            let limit = rng.random_range(0..120);
+            let keys = |v: &[(u32, u32)]| v.iter().map(|&(k, _)| k).collect::<Vec<_>>();
+            let mut sorted = items.clone();
+            sorted.sort_by_key(|&(k, _)| k);
+            sorted.truncate(limit);
+            let first = super::first_by_key(items.into_iter(), limit, |&(k, _)| k);
+            assert_eq!(keys(&first), keys(&sorted), "seed {seed}, limit {limit}");
+        }
     }
 }

@@ -27,7 +27,7 @@ pub mod state;
 mod syncer;
 
 pub use convert::{ConvInput, ConvReply, How};
-pub use frozen::FrozenCounters;
+pub use frozen::{FrozenConversions, FrozenCounters};
 
 use crate::api::{AdminError, DeliveryState, OutcomeStatus};
 use crate::catalog::Catalog;
@@ -259,12 +259,9 @@ pub enum Cmd {
         Reply<Result<ConversionView, AdminError>>,
     ),
     ClickView(Id, Reply<Option<ClickView>>),
-    Conversions(Arc<ConversionFilter>, Reply<Vec<(u64, Id, ConversionView)>>),
-    Deliveries(
-        Option<DeliveryState>,
-        usize,
-        Reply<Vec<(u64, DeliveryView)>>,
-    ),
+    /// The shard's conversions, frozen (the admin API lists conversions and deliveries
+    /// from them off the actor).
+    Conversions(Reply<FrozenConversions>),
     Replay(DeliveryId, Reply<Result<DeliveryView, AdminError>>),
     Attempt(AttemptReport),
     /// The shard's report counters, frozen (a report groups them off the actor).
@@ -970,11 +967,8 @@ impl ShardActor {
             Cmd::ClickView(id, reply) => {
                 let _ = reply.send(self.click_view(&id));
             }
-            Cmd::Conversions(filter, reply) => {
-                let _ = reply.send(self.conversions(&filter));
-            }
-            Cmd::Deliveries(state, limit, reply) => {
-                let _ = reply.send(self.deliveries(state, limit));
+            Cmd::Conversions(reply) => {
+                let _ = reply.send(FrozenConversions(self.state.conversions.share()));
             }
             Cmd::Replay(id, reply) => {
                 let result = self.replay(&id);
@@ -1199,44 +1193,6 @@ impl ShardActor {
                 .map(crate::view::conversion_view)
                 .collect(),
         })
-    }
-
-    fn conversions(&self, f: &ConversionFilter) -> Vec<(u64, Id, ConversionView)> {
-        let mut hits: Vec<(u64, Id, &codec::ConversionRec)> = self
-            .state
-            .conversions
-            .iter()
-            .filter(|c| {
-                c.time_ms >= f.from_ms
-                    && c.time_ms <= f.to_ms
-                    && f.campaign_id.is_none_or(|id| id == c.campaign_id)
-                    && f.affiliate_id.is_none_or(|id| id == c.affiliate_id)
-                    && f.status.is_none_or(|s| s == c.status)
-                    && f.after.is_none_or(|after| (c.time_ms, Id(c.id)) > after)
-            })
-            .map(|c| (c.time_ms, Id(c.id), c))
-            .collect();
-        hits.sort_by_key(|a| (a.0, a.1));
-        hits.truncate(f.limit);
-        hits.into_iter()
-            .map(|(t, id, c)| (t, id, crate::view::conversion_view(c)))
-            .collect()
-    }
-
-    fn deliveries(&self, state: Option<DeliveryState>, limit: usize) -> Vec<(u64, DeliveryView)> {
-        let mut out = Vec::new();
-        for c in &self.state.conversions {
-            for d in &c.deliveries {
-                if state.is_none_or(|s| s == d.state) {
-                    out.push((d.created_ms, c, d));
-                }
-            }
-        }
-        out.sort_by_key(|(t, c, d)| (*t, Id(c.id), d.seq));
-        out.truncate(limit);
-        out.into_iter()
-            .map(|(t, c, d)| (t, crate::view::delivery_view(c, d)))
-            .collect()
     }
 
     /// Tells the log about a snapshot whose file its thread has written (waiting for the
