@@ -1050,6 +1050,7 @@ impl Engine {
             after,
             limit: limit + 1,
         };
+        let _turn = background::turn().await;
         let shards = self.ask_all(Cmd::Conversions).await?;
         let mut all: Vec<(u64, Id, ConversionView)> = background::run("conversions", move || {
             let mut all: Vec<_> = shards.iter().flat_map(|s| s.conversions(&filter)).collect();
@@ -1092,6 +1093,7 @@ impl Engine {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
+        let _turn = background::turn().await;
         let shards = self.ask_all(Cmd::Conversions).await?;
         background::run("deliveries", move || {
             let mut all: Vec<_> = shards
@@ -1127,6 +1129,7 @@ impl Engine {
                 group_by.push(k);
             }
         }
+        let _turn = background::turn().await;
         let shards = self.ask_all(Cmd::Counters).await?;
         let (from, to) = (query.from, query.to);
         let too_many_rows = |e: stats::TooManyRows| admin_invalid("group_by", e.to_string());

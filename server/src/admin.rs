@@ -494,6 +494,7 @@ async fn report(app: &App, request: &AdminRequest) -> Answer {
     };
     // Up to engine::stats::MAX_REPORT_ROWS rows: formatted off this worker, which answers
     // tracking requests meanwhile.
+    let _turn = background::turn().await;
     let formatted = background::run("report-format", move || crate::report::answer(&report, csv));
     match formatted.await {
         Ok(answer) => answer,
