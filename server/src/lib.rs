@@ -23,7 +23,7 @@ pub mod report;
 pub mod routes;
 #[cfg(test)]
 mod seed;
-mod timers;
+pub mod timers;
 
 use crate::limits::{DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
 use crate::routes::{App, Surface};
