@@ -23,7 +23,9 @@
 //! to hand the unsynced range to a syncer thread so appends go on during a sync, that
 //! thread's gathering of what arrives while it gives the CPU away (into one sync), and one
 //! message per sync back to an answering task on the runtime that completes the requests'
-//! oneshots (see `engine/src/shard/syncer.rs`). In place of
+//! oneshots (see `engine/src/shard/syncer.rs`), and the standing timer clicktrail's server
+//! runs so that its parked worker is not woken by every new header timer
+//! (`server::timers`). In place of
 //! clicktrail's shard actor and mailbox it has a mutex around the log: the request's task
 //! appends itself, which is the cheapest way there is to get a record into the log.
 //!
@@ -329,11 +331,8 @@ fn run(args: Args) -> std::io::Result<()> {
 
 async fn serve(addr: SocketAddr, floor: Option<&'static Floor>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    // The durable floor's worker parks while every request waits for its sync, often with
-    // no timer pending; without a standing timer each new request's header timer would
-    // then wake the runtime (an eventfd write, about one per two requests measured here).
-    // clicktrail runs the same anchor (`server::timers`), so the floor does too. The bare
-    // baseline never parks that way (0 such writes per request) and keeps "nothing else".
+    // Only the floor parks while every request waits for a sync (see `server::timers`);
+    // the bare baseline keeps "nothing else".
     let _anchor = floor.map(|_| server::timers::TimerAnchor::start());
     if let Some(floor) = floor {
         // The answering task: completes each sync's oneshots from inside the runtime, so
